@@ -1,0 +1,32 @@
+"""Likelihood units: nats per dimension and bits per dimension.
+
+For data quantised to ``2^b`` levels over a range of width ``R`` (``R = 2`` for ``[-1, 1)``), a
+continuous density ``p`` on the dequantised data gives the discrete log-likelihood
+``log P(x) = log p(x) + D log(R / 2^b)`` (one bin of width ``R / 2^b`` per dimension), so
+
+    bits/dim = -(log p(x) + D log(R / 2^b)) / (D ln 2).
+
+With ``R = 2``, ``b = 8`` this is TarFlow's ``log p - D ln 128``; with ``R = 1`` it is Glow's
+``nll / (D ln 2) + 8``.
+"""
+
+from __future__ import annotations
+
+import math
+
+from torch import Tensor
+
+__all__ = ["bits_per_dim", "nll_per_dim"]
+
+
+def nll_per_dim(log_prob: Tensor, n_dims: int) -> Tensor:
+    """Negative log-likelihood in nats per dimension: ``-log p(x) / D``, ``(B,) -> (B,)``."""
+    return -log_prob / n_dims
+
+
+def bits_per_dim(
+    log_prob: Tensor, n_dims: int, n_bits: int = 8, data_range: float = 2.0
+) -> Tensor:
+    """Bits per dim of data quantised to ``2^n_bits`` levels over ``data_range``; ``(B,)``."""
+    log_bin = math.log(data_range) - n_bits * math.log(2.0)
+    return -(log_prob + n_dims * log_bin) / (n_dims * math.log(2.0))

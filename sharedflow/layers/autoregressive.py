@@ -1,0 +1,171 @@
+"""Affine autoregressive transform along one axis (WaveFlow's rows, TarFlow's tokens).
+
+Along axis ``dim`` of length ``L``: ``z_i = x_i exp(s_i) + t_i`` with
+``(s_i, t_i) = param(g(x_{<i}, context)_i)`` for a strictly causal conditioner ``g``;
+``log|det| = sum(s)``. ``forward`` is one parallel pass; ``inverse`` generates ``x_0, x_1, ...`` in
+order, each from the previous ones, through an explicit cache object that the conditioner fills
+(``init_cache`` then ``step`` per position), so nothing is recomputed over the prefix.
+
+A *causal* net ``f`` (``f(x)_i`` depends on ``x_{<=i}``) becomes strictly causal in one of two
+published ways, both wrappers here:
+
+- ``ShiftedInput``: ``g(x) = f([0, x_0, ..., x_{L-2}])`` (NanoFlow's WaveFlow);
+- ``ShiftedOutput``: ``g(x) = [0, f(x_0 .. x_{L-2})]`` -- position 0 passes unchanged (TarFlow,
+  Parakeet's WaveFlow). A context aligned with the axis is shifted to stay with its position.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from sharedflow.core.bijection import Bijection, Context, sum_except_batch
+from sharedflow.layers.affine import AffineParam, ExpAffine
+
+__all__ = [
+    "AffineAutoregressive",
+    "CausalNet",
+    "RecomputeCache",
+    "ShiftedInput",
+    "ShiftedOutput",
+]
+
+
+class RecomputeCache:
+    """The cache of the generic step: a buffer of the inputs so far, re-run in full each step."""
+
+    def __init__(self, x: Tensor, context: Context, dim: int) -> None:
+        self.buffer = torch.zeros_like(x)
+        self.context = context
+        self.dim = dim
+
+
+class CausalNet(nn.Module):
+    """A network whose output at position ``i`` along ``dim`` depends on inputs ``<= i``.
+
+    Subclasses implement ``forward(x, context)``; fast ones also override ``init_cache`` and
+    ``step``. The default step writes ``x_i`` into a buffer and re-runs the whole net, which is
+    exact (causality makes the zeros after ``i`` irrelevant) and serves as the test reference.
+    """
+
+    dim: int = 2
+
+    def init_cache(self, x: Tensor, context: Context) -> Any:
+        """A cache for generating a tensor shaped like ``x`` with this ``context``."""
+        return RecomputeCache(x, context, self.dim)
+
+    def step(self, cache: Any, x_i: Tensor, i: int) -> Tensor:
+        """Output at position ``i`` given input ``x_i`` (size 1 along ``dim``) and the cache."""
+        cache.buffer.narrow(cache.dim, i, 1).copy_(x_i)
+        return self(cache.buffer, cache.context).narrow(cache.dim, i, 1)
+
+
+class ShiftedInput(nn.Module):
+    """``g(x) = f(shift(x))``: the causal net sees the previous position (zeros at position 0)."""
+
+    def __init__(self, net: CausalNet) -> None:
+        super().__init__()
+        self.net = net
+
+    @property
+    def dim(self) -> int:
+        return self.net.dim
+
+    def forward(self, x: Tensor, context: Context = None) -> Tensor:
+        length = x.shape[self.dim]
+        pad = torch.zeros_like(x.narrow(self.dim, 0, 1))
+        return self.net(torch.cat([pad, x.narrow(self.dim, 0, length - 1)], self.dim), context)
+
+    def init_cache(self, x: Tensor, context: Context) -> Any:
+        return self.net.init_cache(x, context)
+
+    def step(self, cache: Any, x_prev: Tensor | None, i: int, like: Tensor) -> Tensor:
+        """Output for position ``i`` from ``x_{i-1}`` (``None`` at ``i = 0``, shaped ``like``)."""
+        x_in = torch.zeros_like(like) if x_prev is None else x_prev
+        return self.net.step(cache, x_in, i)
+
+
+class ShiftedOutput(nn.Module):
+    """``g(x) = [0, f(x_{:-1})]``: position 0 gets zero parameters (the identity for ``exp``).
+
+    Args:
+        net: the causal net ``f``.
+        context_dim: the axis of a context aligned with the data (WaveFlow's mel rows), shifted so
+            that position ``i``'s output still sees context ``i``; ``None`` for unaligned contexts.
+    """
+
+    def __init__(self, net: CausalNet, context_dim: int | None = None) -> None:
+        super().__init__()
+        self.net = net
+        self.context_dim = context_dim
+
+    @property
+    def dim(self) -> int:
+        return self.net.dim
+
+    def _tail_context(self, context: Context) -> Context:
+        if self.context_dim is None:
+            return context
+        return context.narrow(self.context_dim, 1, context.shape[self.context_dim] - 1)
+
+    def forward(self, x: Tensor, context: Context = None) -> Tensor:
+        length = x.shape[self.dim]
+        h = self.net(x.narrow(self.dim, 0, length - 1), self._tail_context(context))
+        return torch.cat([torch.zeros_like(h.narrow(self.dim, 0, 1)), h], self.dim)
+
+    def init_cache(self, x: Tensor, context: Context) -> Any:
+        head = x.narrow(self.dim, 0, x.shape[self.dim] - 1)
+        return self.net.init_cache(head, self._tail_context(context))
+
+    def step(self, cache: Any, x_prev: Tensor | None, i: int, like: Tensor) -> Tensor | None:
+        """Output for position ``i``; ``None`` at ``i = 0`` (zero parameters)."""
+        if x_prev is None:
+            return None
+        return self.net.step(cache, x_prev, i - 1)
+
+
+class AffineAutoregressive(Bijection):
+    """Affine autoregressive transform along ``dim`` (see the module docstring).
+
+    Args:
+        conditioner: ``ShiftedInput`` or ``ShiftedOutput`` around a ``CausalNet``; maps
+            ``x`` to ``h`` with the parameters of position ``i`` along the same axis.
+        param: how ``h`` becomes ``(log_scale, shift)``.
+        param_dim: the axis of ``h`` that holds the parameter halves (channels: 1; tokens: -1).
+    """
+
+    def __init__(
+        self, conditioner: nn.Module, param: AffineParam | None = None, param_dim: int = 1
+    ) -> None:
+        super().__init__()
+        self.conditioner = conditioner
+        self.param = param if param is not None else ExpAffine()
+        self.param_dim = param_dim
+
+    @property
+    def dim(self) -> int:
+        return self.conditioner.dim
+
+    def forward(self, x: Tensor, context: Context = None) -> tuple[Tensor, Tensor]:
+        log_scale, shift = self.param(self.conditioner(x, context), self.param_dim)
+        return x * torch.exp(log_scale) + shift, sum_except_batch(log_scale)
+
+    def inverse(self, z: Tensor, context: Context = None) -> tuple[Tensor, Tensor]:
+        cache = self.conditioner.init_cache(z, context)
+        rows: list[Tensor] = []
+        logdet = z.new_zeros(z.shape[0])
+        x_prev = None
+        for i in range(z.shape[self.dim]):
+            z_i = z.narrow(self.dim, i, 1)
+            h_i = self.conditioner.step(cache, x_prev, i, z_i)
+            if h_i is None:
+                x_i = z_i
+            else:
+                log_scale, shift = self.param(h_i, self.param_dim)
+                x_i = (z_i - shift) * torch.exp(-log_scale)
+                logdet = logdet - sum_except_batch(log_scale)
+            rows.append(x_i)
+            x_prev = x_i
+        return torch.cat(rows, self.dim), logdet

@@ -1,0 +1,269 @@
+"""NanoFlow (Lee et al., NeurIPS 2020): how the K density estimators of K flow steps are built.
+
+One builder, four modes, for any model:
+
+- ``independent``: K separate networks (WaveGlow, WaveFlow, TarFlow, Glow as published);
+- ``shared``: one network, head included, reused by every step (NanoFlow-naive);
+- ``decomposed``: one shared body with a separate head (output projection) per step;
+- ``nanoflow``: decomposed, plus a learned flow-indication embedding ``e_k`` per step that the
+  shared body reads through ``step_bias(e_k)`` (WaveFlow: a per-layer 1x1 conv added to each gate
+  pre-activation; Glow: concatenated to the input), and per-step parameters such as gates.
+
+Sharing is object sharing: the steps hold the same module, so its gradients accumulate and its
+parameters are counted once. A body that supports the ``nanoflow`` mode implements
+``StepConditioned``. In the deploy form each step's ``step_bias(e_k)`` is computed once and
+stored, and the embedding table and the body's embedding path are dropped.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+
+from sharedflow.core.bijection import Context
+
+__all__ = [
+    "ParameterCount",
+    "SharingMode",
+    "StepConditioned",
+    "StepEmbedding",
+    "StepEstimator",
+    "StepInput",
+    "build_estimators",
+    "count_parameters",
+    "deploy",
+]
+
+SharingMode = Literal["independent", "shared", "decomposed", "nanoflow"]
+SHARING_MODES: tuple[str, ...] = ("independent", "shared", "decomposed", "nanoflow")
+
+
+@dataclass
+class StepInput:
+    """What a shared body reads about the step it serves.
+
+    Attributes:
+        bias: the body's view of the step embedding, ``step_bias(e_k)`` (shape chosen by the body).
+        params: the step's own parameters (gates), a module made by ``make_step_params``.
+    """
+
+    bias: Tensor
+    params: nn.Module
+
+
+@runtime_checkable
+class StepConditioned(Protocol):
+    """A body that can serve several steps, told apart by a step embedding."""
+
+    embedding_shape: tuple[int, ...]
+
+    def init_embedding(self, weight: Tensor) -> None:
+        """Initialise the ``(K, *embedding_shape)`` table in place."""
+
+    def make_step_params(self) -> nn.Module:
+        """The parameters each step owns (e.g. per-layer gates)."""
+
+    def step_bias(self, embedding: Tensor, params: nn.Module) -> Tensor:
+        """The foldable part: a function of the step's embedding and own parameters only."""
+
+    def drop_embedding_path(self) -> None:
+        """Delete the modules only ``step_bias`` uses (deploy form)."""
+
+
+class StepEmbedding(nn.Module):
+    """The flow-indication embedding table ``(K, *shape)``, one row per step."""
+
+    def __init__(self, n_steps: int, shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(n_steps, *shape))
+
+
+class StepEstimator(nn.Module):
+    """The estimator of one step: ``head(net(x, context, step))``, parts possibly shared.
+
+    Callable like any conditioner, ``(x, context) -> h``. When the net is a causal net it also
+    offers ``init_cache`` and ``step`` for sequential inverses.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        head: nn.Module | None = None,
+        table: StepEmbedding | None = None,
+        index: int = 0,
+        step_params: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.head = head
+        self.table = table
+        self.index = index
+        self.step_params = step_params
+        self.register_parameter("folded_bias", None)
+
+    @property
+    def dim(self) -> int:
+        return self.net.dim
+
+    def step_input(self) -> StepInput | None:
+        if self.step_params is None:
+            return None
+        if self.folded_bias is not None:
+            return StepInput(self.folded_bias, self.step_params)
+        embedding = self.table.weight[self.index]
+        return StepInput(self.net.step_bias(embedding, self.step_params), self.step_params)
+
+    def _head(self, h: Tensor) -> Tensor:
+        return h if self.head is None else self.head(h)
+
+    def forward(self, x: Tensor, context: Context = None) -> Tensor:
+        return self._head(self.net(x, context, self.step_input()))
+
+    def init_cache(self, x: Tensor, context: Context) -> Any:
+        return self.net.init_cache(x, context, self.step_input())
+
+    def step(self, cache: Any, x_i: Tensor, i: int) -> Tensor:
+        return self._head(self.net.step(cache, x_i, i))
+
+    @torch.no_grad()
+    def fold(self) -> None:
+        """Store ``step_bias(e_k)`` and forget the embedding table (deploy form)."""
+        if self.table is None:
+            return
+        bias = self.net.step_bias(self.table.weight[self.index], self.step_params)
+        self.folded_bias = nn.Parameter(bias.detach().clone())
+        self.table = None
+
+
+def build_estimators(
+    n_steps: int,
+    make_net: Callable[[int], nn.Module],
+    make_head: Callable[[], nn.Module] | None = None,
+    mode: SharingMode = "independent",
+    embedding_dim: int = 0,
+) -> list[StepEstimator]:
+    """Build the estimators of ``n_steps`` steps in one of the four sharing modes.
+
+    Args:
+        n_steps: K, the number of flow steps served.
+        make_net: ``embedding_dim -> body``; called once per step (``independent``) or once.
+        make_head: ``() -> head`` mapping the body's features to the step's parameters; ``None``
+            when the body produces them itself.
+        mode: ``independent``, ``shared``, ``decomposed`` or ``nanoflow``.
+        embedding_dim: size of the flow-indication embedding (``nanoflow`` only).
+
+    Parameter counts: independent ``K (body + head)``; shared ``body + head``; decomposed
+    ``body + K head``; nanoflow ``body(emb) + K (head + step_params) + table``.
+    """
+    head = make_head if make_head is not None else (lambda: None)
+    if mode == "independent":
+        return [StepEstimator(make_net(0), head()) for _ in range(n_steps)]
+    if mode == "shared":
+        net, shared_head = make_net(0), head()
+        return [StepEstimator(net, shared_head) for _ in range(n_steps)]
+    if mode == "decomposed":
+        net = make_net(0)
+        return [StepEstimator(net, head()) for _ in range(n_steps)]
+    if mode == "nanoflow":
+        if embedding_dim <= 0:
+            raise ValueError("the nanoflow mode needs embedding_dim > 0")
+        net = make_net(embedding_dim)
+        if not isinstance(net, StepConditioned):
+            raise TypeError(f"{type(net).__name__} cannot read a step embedding")
+        table = StepEmbedding(n_steps, net.embedding_shape)
+        net.init_embedding(table.weight.data)
+        return [
+            StepEstimator(net, head(), table, k, net.make_step_params()) for k in range(n_steps)
+        ]
+    raise ValueError(f"unknown sharing mode {mode!r}; choose one of {', '.join(SHARING_MODES)}")
+
+
+@dataclass(frozen=True)
+class ParameterCount:
+    """Where a model's parameters are; ``total = shared + sum(per_step) + embedding + other``.
+
+    Attributes:
+        total: unique parameters.
+        shared: in estimator parts that more than one step uses.
+        per_step: per step, in estimator parts that step alone uses (heads, gates).
+        embedding: flow-indication embedding tables.
+        other: everything outside the estimators (1x1 convs, ActNorm, context encoders, priors).
+    """
+
+    total: int
+    shared: int
+    per_step: tuple[int, ...] = field(default=())
+    embedding: int = 0
+    other: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "total": self.total,
+            "shared": self.shared,
+            "per_step": list(self.per_step),
+            "embedding": self.embedding,
+            "other": self.other,
+        }
+
+
+def count_parameters(model: nn.Module) -> ParameterCount:
+    """Count the unique parameters of ``model`` by where they sit (see ``ParameterCount``)."""
+    estimators = [m for m in model.modules() if isinstance(m, StepEstimator)]
+    users: dict[int, set[int]] = {}
+    for k, est in enumerate(estimators):
+        for p in est.parameters():
+            users.setdefault(id(p), set()).add(k)
+    tables = {
+        id(p) for m in model.modules() if isinstance(m, StepEmbedding) for p in m.parameters()
+    }
+    per_step = [0] * len(estimators)
+    shared = embedding = other = total = 0
+    for p in model.parameters():
+        n = p.numel()
+        total += n
+        steps = users.get(id(p), set())
+        if id(p) in tables:
+            embedding += n
+        elif len(steps) > 1:
+            shared += n
+        elif len(steps) == 1:
+            per_step[next(iter(steps))] += n
+        else:
+            other += n
+    return ParameterCount(total, shared, tuple(per_step), embedding, other)
+
+
+def remove_weight_norm(model: nn.Module) -> nn.Module:
+    """Replace every weight-norm parametrisation by its plain weight, in place."""
+    for module in model.modules():
+        if parametrize.is_parametrized(module):
+            for name in list(module.parametrizations.keys()):
+                parametrize.remove_parametrizations(module, name, leave_parametrized=True)
+    return model
+
+
+@torch.no_grad()
+def deploy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` in synthesis form: weight norm removed, step embeddings folded.
+
+    Modules may define ``prepare_deploy()`` for further fusion; it runs last.
+    """
+    model = copy.deepcopy(model)
+    for module in model.modules():
+        if isinstance(module, StepEstimator):
+            module.fold()
+    for module in model.modules():
+        if isinstance(module, StepConditioned) and not isinstance(module, StepEstimator):
+            module.drop_embedding_path()
+    remove_weight_norm(model)
+    for module in model.modules():
+        prepare = getattr(module, "prepare_deploy", None)
+        if callable(prepare):
+            prepare()
+    return model.eval()
