@@ -240,15 +240,21 @@ def count_parameters(model: nn.Module) -> ParameterCount:
 
 
 def remove_weight_norm(model: nn.Module) -> nn.Module:
-    """Replace every weight-norm parametrisation by its plain weight, in place."""
-    for module in model.modules():
+    """Replace every weight-norm parametrisation by its plain weight, in place.
+
+    Runs with autograd on: under ``no_grad`` torch would keep the weight as a buffer.
+    """
+    for module in list(model.modules()):
         if parametrize.is_parametrized(module):
+            # A deep copy shares torch's generated Parametrized* class with its original, and
+            # removal deletes the property from that class: give this module a class of its own.
+            cls = type(module)
+            module.__class__ = type(cls.__name__, cls.__bases__, dict(cls.__dict__))
             for name in list(module.parametrizations.keys()):
                 parametrize.remove_parametrizations(module, name, leave_parametrized=True)
     return model
 
 
-@torch.no_grad()
 def deploy(model: nn.Module) -> nn.Module:
     """A copy of ``model`` in synthesis form: weight norm removed, step embeddings folded.
 

@@ -1,0 +1,149 @@
+"""Properties the contract cannot see: layouts, causality, caches, ActNorm init, units."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from cases import _head, _wavenet
+
+import sharedflow as sf
+from sharedflow.layers.autoregressive import CausalNet
+
+
+def test_group_fold_matches_waveglow_unfold() -> None:
+    x = torch.arange(32.0).reshape(2, 16)
+    z, _ = sf.GroupFold(8)(x)
+    assert torch.equal(z, x.unfold(1, 8, 8).permute(0, 2, 1))
+    assert z[0, 3, 1] == 8 * 1 + 3
+
+
+def test_fold_2d_runs_consecutive_samples_down_columns() -> None:
+    x = torch.arange(32.0).reshape(1, 32)
+    z, _ = sf.Fold2d(4)(x)
+    assert z.shape == (1, 1, 4, 8)
+    assert z[0, 0, :, 2].tolist() == [8.0, 9.0, 10.0, 11.0]
+
+
+def test_squeeze_channel_order_is_glows() -> None:
+    x = torch.randn(1, 3, 4, 4)
+    z, _ = sf.Squeeze2d(2)(x)
+    c, dy, dx = 2, 1, 0
+    assert torch.equal(z[0, c * 4 + dy * 2 + dx], x[0, c, dy::2, dx::2])
+
+
+def test_patchify_matches_unfold() -> None:
+    x = torch.randn(2, 3, 8, 8)
+    z, _ = sf.Patchify(4, 3, 8, 8)(x)
+    assert torch.equal(z, F.unfold(x, kernel_size=4, stride=4).transpose(1, 2))
+
+
+def test_patchify_rejects_wrong_image_size() -> None:
+    with pytest.raises(ValueError, match="expected images"):
+        sf.Patchify(4, 3, 8, 8)(torch.randn(1, 3, 8, 12))
+
+
+def test_bipartize_is_the_papers_permutation_b() -> None:
+    assert sf.bipartize(16).indices.tolist() == [*range(7, -1, -1), *range(15, 7, -1)]
+
+
+def test_permutation_moves_an_aligned_context() -> None:
+    flip = sf.reverse(4, dim=2, context_dim=2)
+    mel = torch.randn(1, 3, 4, 5)
+    assert torch.equal(flip.forward_context(mel), mel.flip(2))
+    assert torch.equal(flip.inverse_context(flip.forward_context(mel)), mel)
+
+
+@pytest.mark.parametrize("wrapper", ["input", "output"])
+def test_autoregressive_transform_is_causal(wrapper: str) -> None:
+    torch.manual_seed(0)
+    net = _head(_wavenet(dilations=[1, 2, 1]))
+    for p in net.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    conditioner = sf.ShiftedInput(net) if wrapper == "input" else sf.ShiftedOutput(net, 2)
+    flow = sf.AffineAutoregressive(conditioner).double()
+    x, mel = torch.randn(2, 1, 6, 5).double(), torch.randn(2, 3, 6, 5).double()
+    z, _ = flow(x, mel)
+    for t in range(6):
+        x2 = x.clone()
+        x2[:, :, t] += 1.0
+        z2, _ = flow(x2, mel)
+        assert torch.equal(z2[:, :, :t], z[:, :, :t]), f"row {t} leaks backwards"
+        assert not torch.equal(z2[:, :, t], z[:, :, t])
+        if t < 5:
+            assert not torch.equal(z2[:, :, t + 1 :], z[:, :, t + 1 :]), "no dependence at all"
+
+
+@pytest.mark.parametrize("dilations", [[1, 1, 1], [1, 2, 4], [2, 1, 3]])
+def test_wavenet2d_row_cache_equals_full_forward(dilations: list[int]) -> None:
+    torch.manual_seed(0)
+    net = _wavenet(dilations=dilations).double()
+    x, mel = torch.randn(2, 1, 7, 5).double(), torch.randn(2, 3, 7, 5).double()
+    full = net(x, mel)
+    cache = net.init_cache(x, mel)
+    reference_cache = CausalNet.init_cache(net, x, mel)
+    for i in range(7):
+        row = net.step(cache, x[:, :, i : i + 1], i)
+        reference = CausalNet.step(net, reference_cache, x[:, :, i : i + 1], i)
+        assert torch.allclose(row, full[:, :, i : i + 1], atol=1e-12)
+        assert torch.allclose(reference, full[:, :, i : i + 1], atol=1e-12)
+
+
+def test_actnorm_initialises_from_data_once_and_the_flag_is_saved() -> None:
+    layer = sf.ActNorm(3)
+    x = torch.randn(64, 3, 4, 4) * 3 + 2
+    z, _ = layer(x)
+    assert torch.allclose(z.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-5)
+    assert torch.allclose(z.std(dim=(0, 2, 3), unbiased=False), torch.ones(3), atol=1e-4)
+    fresh = sf.ActNorm(3)
+    fresh.load_state_dict(layer.state_dict())
+    assert bool(fresh.initialized)
+    z2, _ = fresh(torch.randn(64, 3, 4, 4))
+    assert torch.equal(fresh.bias, layer.bias)
+
+
+def test_invconv_logdet_stays_finite_when_det_is_negative() -> None:
+    layer = sf.InvertibleConv1x1(3)
+    with torch.no_grad():
+        layer.weight[0] = -layer.weight[0]
+    assert torch.linalg.det(layer.weight) < 0
+    assert torch.isnan(torch.logdet(layer.weight))
+    _, logdet = layer(torch.randn(2, 3, 5))
+    assert torch.isfinite(logdet).all()
+
+
+def test_invconv_starts_as_a_rotation() -> None:
+    w = sf.InvertibleConv1x1(6).weight.detach()
+    assert torch.allclose(w @ w.T, torch.eye(6), atol=1e-5)
+    assert torch.linalg.det(w) > 0
+
+
+def test_standard_normal_log_prob_and_temperature() -> None:
+    base = sf.StandardNormal((3,))
+    z = torch.zeros(2, 3)
+    assert torch.allclose(base.log_prob(z), torch.full((2,), -1.5 * math.log(2 * math.pi)))
+    torch.manual_seed(0)
+    assert base.sample(20000, temperature=0.5).std().item() == pytest.approx(0.5, rel=0.02)
+    with pytest.raises(ValueError, match="event_shape"):
+        sf.StandardNormal().sample(3)
+
+
+def test_diagonal_gaussian_matches_torch_distributions() -> None:
+    base = sf.DiagonalGaussian((4,))
+    with torch.no_grad():
+        base.loc.normal_()
+        base.log_scale.normal_()
+    z = torch.randn(5, 4)
+    expected = torch.distributions.Normal(base.loc, base.log_scale.exp()).log_prob(z).sum(1)
+    assert torch.allclose(base.log_prob(z), expected, atol=1e-5)
+
+
+def test_bits_per_dim_matches_tarflow_and_glow_forms() -> None:
+    log_prob, dims = torch.tensor([-1000.0]), 300
+    tarflow = -(log_prob - dims * math.log(128)) / (dims * math.log(2))
+    assert torch.allclose(sf.bits_per_dim(log_prob, dims, 8, 2.0), tarflow)
+    glow = -log_prob / (dims * math.log(2)) + 8
+    assert torch.allclose(sf.bits_per_dim(log_prob, dims, 8, 1.0), glow)
+    assert torch.allclose(sf.nll_per_dim(log_prob, dims), torch.tensor([1000.0 / 300]))
