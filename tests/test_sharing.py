@@ -132,3 +132,22 @@ def test_nanoflow_mode_needs_an_embedding() -> None:
         build_estimators(K, make_net, make_head, "nanoflow", 0)
     with pytest.raises(ValueError, match="unknown sharing mode"):
         build_estimators(K, make_net, make_head, "everything")  # type: ignore[arg-type]
+
+
+def test_concatenated_embedding_folds_exactly() -> None:
+    """The Glow-style injection (embedding concatenated to the input) folds to a bias."""
+    from sharedflow.nets import PointwiseMLP
+
+    torch.manual_seed(0)
+    estimators = build_estimators(
+        3, lambda e: PointwiseMLP(1, 2, hidden=8, embedding_dim=e), None, "nanoflow", 4
+    )
+    flow = sf.Sequential(
+        [layer for e in estimators for layer in (sf.AffineCoupling(e), sf.reverse(2))]
+    ).double()
+    randomise(flow)
+    x = torch.randn(5, 2).double()
+    count = count_parameters(flow)
+    assert count.embedding == 3 * 4 and count.per_step == (2 * 8,) * 3
+    assert torch.allclose(deploy(flow)(x)[1], flow(x)[1], atol=1e-12)
+    assert count_parameters(deploy(flow)).per_step == (2 * 8 + 8,) * 3
