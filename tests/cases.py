@@ -64,6 +64,17 @@ def _autoregressive_nanoflow() -> Case:
     return Case(sf.AffineAutoregressive(sf.ShiftedInput(estimator)), x, mel)
 
 
+def _coupling_nanoflow_mlp() -> Case:
+    (estimator,) = build_estimators(
+        1,
+        lambda e: PointwiseMLP(2, 6, hidden=8, zero_init=False, embedding_dim=e),
+        None,
+        "nanoflow",
+        3,
+    )
+    return Case(sf.AffineCoupling(estimator), torch.randn(3, 5, 4))
+
+
 def _head(net: WaveNet2D) -> sf.StepEstimator:
     return sf.StepEstimator(net, ZeroConv(4, 2, init_range=0.1))
 
@@ -107,6 +118,7 @@ CASES: dict[str, Callable[[], Case]] = {
     "coupling-exp-clamped": _coupling(sf.ExpAffine(clamp=2.0)),
     "coupling-sigmoid": _coupling(sf.SigmoidAffine()),
     "coupling-inverse": _coupling(sf.InverseAffine("shift_scale")),
+    "coupling-nanoflow-mlp": _coupling_nanoflow_mlp,
     "coupling-additive": lambda: Case(sf.AdditiveCoupling(_mlp(2, 3)), torch.randn(3, 5, 4), None),
     "autoregressive-shifted-input": _autoregressive_input_shift,
     "autoregressive-shifted-output": _autoregressive_output_shift,

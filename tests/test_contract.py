@@ -78,3 +78,25 @@ def test_state_dict_round_trip(name: str) -> None:
     z_target, ld_target = target.bijection(source.x, source.context)
     assert torch.allclose(z_source, z_target, atol=ATOL)
     assert torch.allclose(ld_source, ld_target, atol=ATOL)
+
+
+DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+    ),
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_round_trip_in_float32(name: str, device: str) -> None:
+    case = _prepare(name)
+    bijection = case.bijection.float().to(device)
+    x = case.x.float().to(device)
+    context = None if case.context is None else case.context.float().to(device)
+    z, ld_forward = bijection(x, context)
+    x_back, ld_inverse = bijection.inverse(z, context)
+    assert z.dtype == torch.float32 and z.device.type == device
+    assert torch.allclose(x_back, x, atol=1e-4)
+    assert torch.allclose(ld_forward, -ld_inverse, atol=1e-4)

@@ -147,3 +147,38 @@ def test_bits_per_dim_matches_tarflow_and_glow_forms() -> None:
     glow = -log_prob / (dims * math.log(2)) + 8
     assert torch.allclose(sf.bits_per_dim(log_prob, dims, 8, 1.0), glow)
     assert torch.allclose(sf.nll_per_dim(log_prob, dims), torch.tensor([1000.0 / 300]))
+
+
+class _Fixed(torch.nn.Module):
+    """A conditioner that ignores its input and returns a fixed ``h``."""
+
+    def __init__(self, h: torch.Tensor) -> None:
+        super().__init__()
+        self.h = h
+
+    def forward(self, x: torch.Tensor, context: object = None) -> torch.Tensor:
+        return self.h
+
+
+@pytest.mark.parametrize(
+    ("param", "formula"),
+    [
+        (sf.ExpAffine(), lambda x, s, t: x * torch.exp(s) + t),
+        (sf.ExpAffine(clamp=1.5), lambda x, s, t: x * torch.exp(1.5 * torch.tanh(s / 1.5)) + t),
+        (sf.SigmoidAffine("shift_scale"), lambda x, s, t: (x + t) * torch.sigmoid(s + 2)),
+        (sf.InverseAffine(), lambda x, s, t: (x - t) * torch.exp(-s)),
+    ],
+)
+def test_parameterisations_follow_the_published_formulas(param, formula) -> None:  # noqa: ANN001
+    x, s, t = torch.randn(3, 2, 4), 2 * torch.randn(3, 2, 4), torch.randn(3, 2, 4)
+    h = torch.cat([t, s] if param.order == "shift_scale" else [s, t], dim=1)
+    coupling = sf.AffineCoupling(_Fixed(h), n_a=1, param=param)
+    z, _ = coupling(torch.cat([torch.zeros(3, 1, 4), x], dim=1))
+    assert torch.allclose(z[:, 1:], formula(x, s, t), atol=1e-5)
+
+
+def test_interleaved_order_reads_even_channels_as_shift() -> None:
+    s, t = torch.randn(1, 2, 3), torch.randn(1, 2, 3)
+    h = torch.stack([t, s], dim=2).reshape(1, 4, 3)  # t0 s0 t1 s1
+    log_scale, shift = sf.InverseAffine("interleaved")(h, 1)
+    assert torch.allclose(log_scale, -s) and torch.allclose(shift, -t * torch.exp(-s))
