@@ -43,7 +43,7 @@ def build_toy_flow(
         lambda emb: PointwiseMLP(
             1, hidden, hidden=hidden, n_layers=1, zero_init=False, embedding_dim=emb
         ),
-        lambda: LinearHead(hidden, 2),
+        lambda k: LinearHead(hidden, 2),
         mode,  # type: ignore[arg-type]
         embedding_dim,
     )

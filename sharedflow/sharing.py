@@ -85,7 +85,7 @@ class StepEmbedding(nn.Module):
 
 
 class StepEstimator(nn.Module):
-    """The estimator of one step: ``head(net(x, context, step))``, parts possibly shared.
+    """The estimator of one step: ``head(net(stem(x), context, step))``, parts possibly shared.
 
     Callable like any conditioner, ``(x, context) -> h``. When the net is a causal net it also
     offers ``init_cache`` and ``step`` for sequential inverses.
@@ -98,8 +98,10 @@ class StepEstimator(nn.Module):
         table: StepEmbedding | None = None,
         index: int = 0,
         step_params: nn.Module | None = None,
+        stem: nn.Module | None = None,
     ) -> None:
         super().__init__()
+        self.stem = stem
         self.net = net
         self.head = head
         self.table = table
@@ -119,17 +121,20 @@ class StepEstimator(nn.Module):
         embedding = self.table.weight[self.index]
         return StepInput(self.net.step_bias(embedding, self.step_params), self.step_params)
 
+    def _stem(self, x: Tensor) -> Tensor:
+        return x if self.stem is None else self.stem(x)
+
     def _head(self, h: Tensor) -> Tensor:
         return h if self.head is None else self.head(h)
 
     def forward(self, x: Tensor, context: Context = None) -> Tensor:
-        return self._head(self.net(x, context, self.step_input()))
+        return self._head(self.net(self._stem(x), context, self.step_input()))
 
     def init_cache(self, x: Tensor, context: Context) -> Any:
-        return self.net.init_cache(x, context, self.step_input())
+        return self.net.init_cache(self._stem(x), context, self.step_input())
 
     def step(self, cache: Any, x_i: Tensor, i: int) -> Tensor:
-        return self._head(self.net.step(cache, x_i, i))
+        return self._head(self.net.step(cache, self._stem(x_i), i))
 
     @torch.no_grad()
     def fold(self) -> None:
@@ -144,32 +149,42 @@ class StepEstimator(nn.Module):
 def build_estimators(
     n_steps: int,
     make_net: Callable[[int], nn.Module],
-    make_head: Callable[[], nn.Module] | None = None,
+    make_head: Callable[[int], nn.Module] | None = None,
     mode: SharingMode = "independent",
     embedding_dim: int = 0,
+    make_stem: Callable[[int], nn.Module] | None = None,
 ) -> list[StepEstimator]:
     """Build the estimators of ``n_steps`` steps in one of the four sharing modes.
 
     Args:
         n_steps: K, the number of flow steps served.
         make_net: ``embedding_dim -> body``; called once per step (``independent``) or once.
-        make_head: ``() -> head`` mapping the body's features to the step's parameters; ``None``
+        make_head: ``k -> head`` mapping the body's features to step ``k``'s parameters; ``None``
             when the body produces them itself.
         mode: ``independent``, ``shared``, ``decomposed`` or ``nanoflow``.
         embedding_dim: size of the flow-indication embedding (``nanoflow`` only).
+        make_stem: ``k -> stem``, an input projection for step ``k``, for models whose steps
+            see different widths (WaveGlow after its early outputs); shared only in ``shared``.
 
-    Parameter counts: independent ``K (body + head)``; shared ``body + head``; decomposed
-    ``body + K head``; nanoflow ``body(emb) + K (head + step_params) + table``.
+    Parameter counts (stems count with heads): independent ``K (body + head)``; shared
+    ``body + head``; decomposed ``body + K head``; nanoflow
+    ``body(emb) + K (head + step_params) + table``.
     """
-    head = make_head if make_head is not None else (lambda: None)
+
+    def head(k: int) -> nn.Module | None:
+        return None if make_head is None else make_head(k)
+
+    def stem(k: int) -> nn.Module | None:
+        return None if make_stem is None else make_stem(k)
+
     if mode == "independent":
-        return [StepEstimator(make_net(0), head()) for _ in range(n_steps)]
+        return [StepEstimator(make_net(0), head(k), stem=stem(k)) for k in range(n_steps)]
     if mode == "shared":
-        net, shared_head = make_net(0), head()
-        return [StepEstimator(net, shared_head) for _ in range(n_steps)]
+        net, shared_head, shared_stem = make_net(0), head(0), stem(0)
+        return [StepEstimator(net, shared_head, stem=shared_stem) for _ in range(n_steps)]
     if mode == "decomposed":
         net = make_net(0)
-        return [StepEstimator(net, head()) for _ in range(n_steps)]
+        return [StepEstimator(net, head(k), stem=stem(k)) for k in range(n_steps)]
     if mode == "nanoflow":
         if embedding_dim <= 0:
             raise ValueError("the nanoflow mode needs embedding_dim > 0")
@@ -179,7 +194,8 @@ def build_estimators(
         table = StepEmbedding(n_steps, net.embedding_shape)
         net.init_embedding(table.weight.data)
         return [
-            StepEstimator(net, head(), table, k, net.make_step_params()) for k in range(n_steps)
+            StepEstimator(net, head(k), table, k, net.make_step_params(), stem(k))
+            for k in range(n_steps)
         ]
     raise ValueError(f"unknown sharing mode {mode!r}; choose one of {', '.join(SHARING_MODES)}")
 

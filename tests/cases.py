@@ -58,7 +58,7 @@ def _autoregressive_output_shift() -> Case:
 
 def _autoregressive_nanoflow() -> Case:
     (estimator,) = build_estimators(
-        1, _wavenet, lambda: ZeroConv(4, 2, init_range=0.1), "nanoflow", embedding_dim=3
+        1, _wavenet, lambda k: ZeroConv(4, 2, init_range=0.1), "nanoflow", embedding_dim=3
     )
     x, mel = torch.randn(2, 1, 4, 4), torch.randn(2, 3, 4, 4)
     return Case(sf.AffineAutoregressive(sf.ShiftedInput(estimator)), x, mel)

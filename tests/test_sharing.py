@@ -17,7 +17,7 @@ def make_net(embedding_dim: int) -> WaveNet2D:
     return WaveNet2D(1, MEL, channels=R, n_layers=LAYERS, embedding_dim=embedding_dim)
 
 
-def make_head() -> ZeroConv:
+def make_head(k: int = 0) -> ZeroConv:
     return ZeroConv(R, 2, init_range=0.1)
 
 

@@ -36,30 +36,32 @@ __all__ = [
 class RecomputeCache:
     """The cache of the generic step: a buffer of the inputs so far, re-run in full each step."""
 
-    def __init__(self, x: Tensor, context: Context, dim: int) -> None:
+    def __init__(self, x: Tensor, context: Context, step: Any, dim: int) -> None:
         self.buffer = torch.zeros_like(x)
         self.context = context
+        self.step = step
         self.dim = dim
 
 
 class CausalNet(nn.Module):
     """A network whose output at position ``i`` along ``dim`` depends on inputs ``<= i``.
 
-    Subclasses implement ``forward(x, context)``; fast ones also override ``init_cache`` and
-    ``step``. The default step writes ``x_i`` into a buffer and re-runs the whole net, which is
+    Subclasses implement ``forward(x, context=None, step=None)`` (``step``: the NanoFlow step
+    input of a shared body, see ``sharedflow.sharing``); fast ones also override ``init_cache``
+    and ``step``. The default step writes ``x_i`` into a buffer and re-runs the whole net, which is
     exact (causality makes the zeros after ``i`` irrelevant) and serves as the test reference.
     """
 
     dim: int = 2
 
-    def init_cache(self, x: Tensor, context: Context) -> Any:
+    def init_cache(self, x: Tensor, context: Context, step: Any = None) -> Any:
         """A cache for generating a tensor shaped like ``x`` with this ``context``."""
-        return RecomputeCache(x, context, self.dim)
+        return RecomputeCache(x, context, step, self.dim)
 
     def step(self, cache: Any, x_i: Tensor, i: int) -> Tensor:
         """Output at position ``i`` given input ``x_i`` (size 1 along ``dim``) and the cache."""
         cache.buffer.narrow(cache.dim, i, 1).copy_(x_i)
-        return self(cache.buffer, cache.context).narrow(cache.dim, i, 1)
+        return self(cache.buffer, cache.context, cache.step).narrow(cache.dim, i, 1)
 
 
 class ShiftedInput(nn.Module):

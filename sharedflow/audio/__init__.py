@@ -1,0 +1,5 @@
+"""Audio: the mel front end, data, vocoder helpers."""
+
+from sharedflow.audio.mel import MelSpectrogram
+
+__all__ = ["MelSpectrogram"]

@@ -1,0 +1,69 @@
+"""Context encoders of the vocoders: mel frames to the sample rate, folded like the audio.
+
+Both map ``(mel (B, n_mels, F), data shape (B, T))`` to the context the couplings read: the mel
+upsampled to ``>= T`` samples, cut to the first ``T`` (as the references train), then folded
+exactly as the waveform is folded.
+
+- ``WaveGlowUpsampler``: one learned ``ConvTranspose1d(n_mels, n_mels, 1024, stride 256)``
+  (``256 F + 768`` samples), folded to ``(B, n_mels * n_group, T / n_group)`` with channel
+  ``n_group * bin + offset``.
+- ``WaveFlowUpsampler``: the mel as a one-channel image, two weight-normed
+  ``ConvTranspose2d(1, 1, (3, 2s), stride (1, s), padding (1, s / 2))`` each followed by
+  LeakyReLU(0.4) (``s = 16``: exactly ``256 F`` samples), folded to ``(B, n_mels, h, T / h)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from sharedflow.nets.common import wn
+
+__all__ = ["WaveFlowUpsampler", "WaveGlowUpsampler"]
+
+
+def _crop(upsampled: Tensor, n_samples: int) -> Tensor:
+    if upsampled.shape[-1] < n_samples:
+        raise ValueError(
+            f"the mel covers {upsampled.shape[-1]} samples, fewer than the {n_samples} asked for"
+        )
+    return upsampled[..., :n_samples]
+
+
+class WaveGlowUpsampler(nn.Module):
+    """``(B, n_mels, F) -> (B, n_mels * n_group, T / n_group)`` (see the module docstring)."""
+
+    def __init__(
+        self, n_mels: int = 80, n_group: int = 8, hop_length: int = 256, kernel_size: int = 1024
+    ) -> None:
+        super().__init__()
+        self.n_group = n_group
+        self.upsample = nn.ConvTranspose1d(n_mels, n_mels, kernel_size, stride=hop_length)
+
+    def forward(self, mel: Tensor, shape: Sequence[int]) -> Tensor:
+        up = _crop(self.upsample(mel), shape[-1])  # (B, n_mels, T)
+        b, c, t = up.shape
+        folded = up.reshape(b, c, t // self.n_group, self.n_group).transpose(2, 3)
+        return folded.reshape(b, c * self.n_group, t // self.n_group)
+
+
+class WaveFlowUpsampler(nn.Module):
+    """``(B, n_mels, F) -> (B, n_mels, h, T / h)`` (see the module docstring)."""
+
+    def __init__(self, height: int = 16, strides: Sequence[int] = (16, 16)) -> None:
+        super().__init__()
+        self.height = height
+        self.layers = nn.ModuleList(
+            wn(nn.ConvTranspose2d(1, 1, (3, 2 * s), stride=(1, s), padding=(1, s // 2)))
+            for s in strides
+        )
+
+    def forward(self, mel: Tensor, shape: Sequence[int]) -> Tensor:
+        up = mel.unsqueeze(1)
+        for layer in self.layers:
+            up = F.leaky_relu(layer(up), 0.4)
+        up = _crop(up.squeeze(1), shape[-1])  # (B, n_mels, T)
+        b, c, t = up.shape
+        return up.reshape(b, c, t // self.height, self.height).transpose(2, 3)

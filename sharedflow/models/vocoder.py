@@ -1,0 +1,70 @@
+"""``Vocoder``: a flow over waveforms conditioned on their mel spectrogram.
+
+The flow maps audio ``(B, T)`` to a latent of the same shape; its context encoder upsamples the
+mel. The vocoder adds the mel front end, so that training and evaluation read raw audio, and
+synthesis from a mel of ``F`` frames writes ``hop * F`` samples.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from sharedflow.audio.mel import MelSpectrogram
+from sharedflow.core.flow import NormalizingFlow
+
+__all__ = ["Vocoder"]
+
+
+class Vocoder(nn.Module):
+    """Mel front end + conditional flow over ``(B, T)`` waveforms.
+
+    Args:
+        flow: a ``NormalizingFlow`` over ``(B, T)`` with a mel context encoder.
+        mel: the mel front end used for training, evaluation and resynthesis.
+        length_multiple: ``T`` must be a multiple of it (the fold: ``h`` or ``n_group``).
+    """
+
+    modality = "audio"
+
+    def __init__(self, flow: NormalizingFlow, mel: MelSpectrogram, length_multiple: int) -> None:
+        super().__init__()
+        self.flow = flow
+        self.mel = mel
+        self.length_multiple = length_multiple
+
+    @property
+    def sample_rate(self) -> int:
+        return self.mel.sample_rate
+
+    @property
+    def hop_length(self) -> int:
+        return self.mel.hop_length
+
+    def log_prob(self, audio: Tensor, mel: Tensor | None = None) -> Tensor:
+        """``log p(audio | mel)`` in nats, ``(B, T) -> (B,)``; the mel defaults to the audio's."""
+        if audio.shape[-1] % self.length_multiple:
+            raise ValueError(
+                f"audio length {audio.shape[-1]} is not a multiple of {self.length_multiple}"
+            )
+        mel = self.mel(audio) if mel is None else mel
+        return self.flow.log_prob(audio, mel)
+
+    def nll(self, audio: Tensor, mel: Tensor | None = None) -> Tensor:
+        """Negative log-likelihood in nats per sample, with the Gaussian constant, ``(B,)``.
+
+        This is WaveFlow's and NanoFlow's loss, and minus the "test LL" of the NanoFlow README.
+        """
+        return -self.log_prob(audio, mel) / audio.shape[-1]
+
+    def loss(self, batch: Tensor | tuple[Tensor, ...]) -> Tensor:
+        """The training objective on a batch of audio segments: mean NLL per sample."""
+        audio = batch[0] if isinstance(batch, tuple | list) else batch
+        return self.nll(audio).mean()
+
+    @torch.no_grad()
+    def synthesize(self, mel: Tensor, temperature: float = 1.0) -> Tensor:
+        """Audio from a mel ``(B, n_mels, F)``: ``(B, hop * F)`` samples, ``z ~ N(0, t^2)``."""
+        n_samples = self.hop_length * mel.shape[-1]
+        n_samples -= n_samples % self.length_multiple
+        return self.flow.sample((mel.shape[0], n_samples), mel, temperature)

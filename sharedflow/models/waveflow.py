@@ -1,0 +1,148 @@
+"""WaveFlow (Ping et al. 2020) and NanoFlow on WaveFlow (Lee et al. 2020).
+
+The waveform ``(B, T)`` is folded into ``(B, 1, h, T/h)`` (consecutive samples down a column);
+each flow is an affine autoregressive transform over the ``h`` rows whose estimator is a
+``WaveNet2D`` conditioned on the mel folded the same way, and the rows (of audio and mel) are
+reversed, or bipartized, between flows. The latent is unfolded back to ``(B, T)``.
+
+Two published layouts, as two presets of one assembly:
+
+- ``waveflow`` (L0SG/NanoFlow's ``models/waveflow.py``, the one NanoFlow's numbers use): every
+  row transformed from the rows above through a zero row on top (``ShiftedInput``), residual
+  ``(h + res) sqrt(1/2)``, a ``ZeroConv`` projection with a learned scale, the permutation before
+  each flow. ``sharing`` picks independent (WaveFlow), shared (NanoFlow-naive), decomposed or
+  nanoflow.
+- ``waveflow_parakeet`` (L0SG/WaveFlow, a port of Parakeet): row 0 copied (``ShiftedOutput``),
+  plain residual, a zero-initialised 1x1 projection, the permutation after each flow.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Literal
+
+from torch import nn
+
+from sharedflow.audio.mel import MelSpectrogram
+from sharedflow.audio.upsample import WaveFlowUpsampler
+from sharedflow.core import Inverse, NormalizingFlow, Sequential, StandardNormal
+from sharedflow.core.bijection import Bijection
+from sharedflow.layers import AffineAutoregressive, Fold2d, ShiftedInput, ShiftedOutput
+from sharedflow.layers.permute import Permutation, bipartize, reverse
+from sharedflow.models.vocoder import Vocoder
+from sharedflow.nets import WaveNet2D, ZeroConv, height_dilations
+from sharedflow.sharing import SharingMode, StepEstimator, build_estimators
+
+__all__ = ["waveflow", "waveflow_parakeet"]
+
+PermutationKind = Literal["flip", "bipartize"]
+
+
+def _permutations(height: int, n_flows: int, kind: PermutationKind) -> list[Permutation]:
+    """Reverse every flow's rows; with bipartize the second half of the flows reverse halves."""
+    flips = [reverse(height, dim=2, context_dim=2) for _ in range(n_flows)]
+    if kind == "flip":
+        return flips
+    return flips[: n_flows // 2] + [
+        bipartize(height, dim=2, context_dim=2) for _ in range(n_flows - n_flows // 2)
+    ]
+
+
+def _assemble(
+    estimators: list[StepEstimator],
+    wrap: Callable[[StepEstimator], nn.Module],
+    permutations: list[Permutation],
+    permute_first: bool,
+    height: int,
+    mel: MelSpectrogram,
+) -> Vocoder:
+    layers: list[Bijection] = [Fold2d(height)]
+    for estimator, permutation in zip(estimators, permutations, strict=True):
+        flow = AffineAutoregressive(wrap(estimator))
+        layers += [permutation, flow] if permute_first else [flow, permutation]
+    layers.append(Inverse(Fold2d(height)))
+    flow = NormalizingFlow(Sequential(layers), StandardNormal(), WaveFlowUpsampler(height))
+    return Vocoder(flow, mel, length_multiple=height)
+
+
+def _mel(n_mels: int, sample_rate: int, hop_length: int) -> MelSpectrogram:
+    return MelSpectrogram(sample_rate=sample_rate, hop_length=hop_length, n_mels=n_mels)
+
+
+def _check_hop(hop_length: int) -> None:
+    if hop_length != 256:
+        # The two stride-16 upsampling layers of the reference cover exactly 256 samples.
+        raise ValueError("WaveFlow's mel upsampler is built for hop_length 256")
+
+
+def waveflow(
+    height: int = 16,
+    channels: int = 64,
+    n_layers: int = 8,
+    n_flows: int = 8,
+    dilation_cycle: int = 1,
+    permutation: PermutationKind = "flip",
+    sharing: SharingMode = "independent",
+    embedding_dim: int = 0,
+    n_mels: int = 80,
+    sample_rate: int = 22050,
+    hop_length: int = 256,
+) -> Vocoder:
+    """WaveFlow as in L0SG/NanoFlow, with any NanoFlow sharing mode.
+
+    ``waveflow(16, 64)`` has 5,950,180 parameters; ``waveflow(16, 128, sharing="nanoflow",
+    embedding_dim=512)`` is NanoFlow-h16-r128-emb512 (3,865,188; 2,818,530 deployed).
+    NanoFlow's shared body uses a plain residual with per-flow gates, as the reference does.
+    """
+    _check_hop(hop_length)
+    residual_scale = 1.0 if sharing == "nanoflow" else math.sqrt(0.5)
+    dilations = height_dilations(n_layers, dilation_cycle)
+    estimators = build_estimators(
+        n_flows,
+        lambda emb: WaveNet2D(1, n_mels, channels, n_layers, dilations, 3, residual_scale, emb),
+        lambda k: ZeroConv(channels, 2, init_range=1e-3),
+        sharing,
+        embedding_dim,
+    )
+    permutations = _permutations(height, n_flows, permutation)
+    return _assemble(
+        estimators, ShiftedInput, permutations, True, height, _mel(n_mels, sample_rate, hop_length)
+    )
+
+
+def _zero_projection(channels: int) -> nn.Module:
+    projection = nn.Conv2d(channels, 2, 1)
+    nn.init.zeros_(projection.weight)
+    nn.init.zeros_(projection.bias)
+    return projection
+
+
+def waveflow_parakeet(
+    height: int = 16,
+    channels: int = 64,
+    n_layers: int = 8,
+    n_flows: int = 8,
+    dilation_cycle: int = 1,
+    permutation: PermutationKind = "flip",
+    n_mels: int = 80,
+    sample_rate: int = 22050,
+    hop_length: int = 256,
+) -> Vocoder:
+    """WaveFlow as in L0SG/WaveFlow (Parakeet): ``waveflow_parakeet(16, 64)`` has 5,950,164."""
+    _check_hop(hop_length)
+    dilations = height_dilations(n_layers, dilation_cycle)
+    estimators = build_estimators(
+        n_flows,
+        lambda emb: WaveNet2D(1, n_mels, channels, n_layers, dilations, 3, 1.0),
+        lambda k: _zero_projection(channels),
+    )
+    permutations = _permutations(height, n_flows, permutation)
+    return _assemble(
+        estimators,
+        lambda e: ShiftedOutput(e, context_dim=2),
+        permutations,
+        False,
+        height,
+        _mel(n_mels, sample_rate, hop_length),
+    )

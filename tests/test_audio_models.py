@@ -1,0 +1,134 @@
+"""Vocoders: reference parameter counts, round trips, the fast inverse, deploy form."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+
+from sharedflow.layers.autoregressive import CausalNet
+from sharedflow.models import Vocoder, waveflow, waveflow_parakeet, waveglow
+from sharedflow.nets import WaveNet2D
+from sharedflow.sharing import count_parameters, deploy
+
+# (builder, training count, deploy count), from shared/reference/audio.md section e.
+REFERENCE_COUNTS: dict[str, tuple[Callable[[], Vocoder], int, int]] = {
+    "waveglow": (waveglow, 87_879_272, 87_731_816),
+    "waveflow-parakeet-h16-r64": (lambda: waveflow_parakeet(16, 64), 5_950_164, 5_925_074),
+    "waveflow-parakeet-h16-r128": (lambda: waveflow_parakeet(16, 128), 22_385_876, 22_335_698),
+    "waveflow-h16-r64": (lambda: waveflow(16, 64), 5_950_180, 5_925_090),
+    "waveflow-h16-r128": (lambda: waveflow(16, 128), 22_385_892, 22_335_714),
+    "nanoflow-naive-h16-r128": (lambda: waveflow(16, 128, sharing="shared"), 2_798_408, 2_792_134),
+    "nanoflow-decomp-h16-r128": (
+        lambda: waveflow(16, 128, sharing="decomposed"),
+        2_800_228,
+        2_793_954,
+    ),
+    "nanoflow-h16-r128-emb512": (
+        lambda: waveflow(16, 128, sharing="nanoflow", embedding_dim=512),
+        3_865_188,
+        2_818_530,
+    ),
+    "nanoflow-h16-r128-emb1024-f16": (
+        lambda: waveflow(16, 128, n_flows=16, sharing="nanoflow", embedding_dim=1024),
+        4_936_324,
+        2_845_186,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCE_COUNTS))
+def test_reference_parameter_counts(name: str) -> None:
+    build, training, deployed = REFERENCE_COUNTS[name]
+    model = build()
+    assert count_parameters(model).total == training
+    assert count_parameters(deploy(model)).total == deployed
+
+
+def test_nanoflow_breakdown_matches_the_reference() -> None:
+    count = count_parameters(waveflow(16, 128, sharing="nanoflow", embedding_dim=512))
+    assert count.shared == 3_850_624
+    assert count.embedding == 8 * 512
+    assert count.per_step == (1_284,) * 8
+    assert count.other == 196  # the upsampler
+
+
+TINY_MELS = 8
+
+TINY: dict[str, Callable[[], Vocoder]] = {
+    "waveflow": lambda: waveflow(4, 6, 3, 3, dilation_cycle=2, n_mels=TINY_MELS),
+    "waveflow-bipartize": lambda: waveflow(4, 6, 2, 4, permutation="bipartize", n_mels=TINY_MELS),
+    "waveflow-parakeet": lambda: waveflow_parakeet(4, 6, 2, 2, n_mels=TINY_MELS),
+    "nanoflow-waveflow": lambda: waveflow(
+        4, 6, 2, 3, sharing="nanoflow", embedding_dim=5, n_mels=TINY_MELS
+    ),
+    "waveglow": lambda: waveglow(6, 8, 2, 2, 8, 2, n_mels=TINY_MELS, upsample_kernel=512),
+    "nanoflow-waveglow": lambda: waveglow(
+        6, 8, 2, 2, 8, 2, sharing="nanoflow", embedding_dim=4, n_mels=TINY_MELS
+    ),
+    "decomposed-waveglow": lambda: waveglow(6, 8, 2, 2, 8, 2, sharing="decomposed", n_mels=8),
+}
+
+
+def _tiny(name: str, dtype: torch.dtype = torch.float64) -> Vocoder:
+    torch.manual_seed(0)
+    model = TINY[name]().to(dtype)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model.eval()
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_tiny_vocoder_round_trips_in_float64(name: str) -> None:
+    model = _tiny(name)
+    audio = 0.3 * torch.randn(2, 1024, dtype=torch.float64)
+    mel = model.mel(audio)
+    z, logdet = model.flow(audio, mel)
+    assert z.shape == audio.shape
+    x, inverse_logdet = model.flow.transform.inverse(z, model.flow.encode(mel, audio.shape))
+    assert torch.allclose(x, audio, atol=1e-8)
+    assert torch.allclose(logdet, -inverse_logdet, atol=1e-8)
+    assert torch.isfinite(model.nll(audio)).all()
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_tiny_vocoder_synthesizes_hop_times_frames(name: str) -> None:
+    model = _tiny(name, torch.float32)
+    audio = model.synthesize(torch.randn(2, TINY_MELS, 5) - 3, temperature=0.6)
+    assert audio.shape == (2, 5 * 256) and torch.isfinite(audio).all()
+
+
+@pytest.mark.parametrize("name", ["waveflow", "nanoflow-waveflow", "waveflow-parakeet"])
+def test_fast_inverse_equals_the_plain_inverse_in_float32(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = _tiny(name, torch.float32)
+    mel = torch.randn(1, TINY_MELS, 6) - 3
+    torch.manual_seed(1)
+    fast = model.synthesize(mel)
+    monkeypatch.setattr(WaveNet2D, "init_cache", CausalNet.init_cache)
+    monkeypatch.setattr(WaveNet2D, "step", CausalNet.step)
+    torch.manual_seed(1)
+    plain = model.synthesize(mel)
+    assert torch.allclose(fast, plain, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_deploy_form_gives_the_same_likelihood(name: str) -> None:
+    model = _tiny(name)
+    audio = 0.3 * torch.randn(2, 1024, dtype=torch.float64)
+    assert torch.allclose(deploy(model).log_prob(audio), model.log_prob(audio), atol=1e-9)
+
+
+def test_shared_waveglow_needs_equal_widths() -> None:
+    with pytest.raises(ValueError, match="same width"):
+        waveglow(4, 8, 2, 2, 8, 2, sharing="shared", n_mels=TINY_MELS)
+    model = waveglow(4, 8, 0, 2, 8, 2, sharing="shared", n_mels=TINY_MELS)
+    assert len(count_parameters(model).per_step) == 4
+
+
+def test_audio_length_must_fit_the_fold() -> None:
+    with pytest.raises(ValueError, match="multiple of 4"):
+        _tiny("waveflow").log_prob(torch.zeros(1, 1022, dtype=torch.float64))
