@@ -57,10 +57,15 @@ class Vocoder(nn.Module):
         """
         return -self.log_prob(audio, mel) / audio.shape[-1]
 
-    def loss(self, batch: Tensor | tuple[Tensor, ...]) -> Tensor:
-        """The training objective on a batch of audio segments: mean NLL per sample."""
-        audio = batch[0] if isinstance(batch, tuple | list) else batch
+    def forward(self, audio: Tensor) -> Tensor:
+        """The training objective on audio segments ``(B, T)``: mean NLL in nats per sample."""
         return self.nll(audio).mean()
+
+    eval_batch_size = 1  # whole clips of different lengths
+
+    def evaluate_batch(self, audio: Tensor) -> dict[str, Tensor]:
+        """Held-out metrics per clip: ``ll``, the log-likelihood in nats per sample."""
+        return {"ll": -self.nll(audio)}
 
     @torch.no_grad()
     def synthesize(self, mel: Tensor, temperature: float = 1.0) -> Tensor:

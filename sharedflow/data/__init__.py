@@ -1,0 +1,16 @@
+"""Datasets and built-in data."""
+
+from sharedflow.data.audio import AudioClips, AudioError, AudioSegments, list_audio, load_audio
+from sharedflow.data.builtin import speech_corpus
+from sharedflow.data.splits import DataSplits, speech
+
+__all__ = [
+    "AudioClips",
+    "AudioError",
+    "AudioSegments",
+    "DataSplits",
+    "list_audio",
+    "load_audio",
+    "speech",
+    "speech_corpus",
+]

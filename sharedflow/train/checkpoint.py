@@ -1,0 +1,156 @@
+"""Checkpoints: safetensors weights, trainer state, written atomically.
+
+A checkpoint is a directory ``ckpt-<step>/`` holding ``model.safetensors`` (weights, with the
+run's resolved config as metadata), optionally ``ema.safetensors``, and ``state.pt`` (optimizer,
+scheduler, scaler, step, RNG state: plain tensors and numbers, read back with
+``weights_only=True``). It is written under a temporary name and renamed, so a crash leaves the
+previous checkpoint intact and never a half-written one. Shared tensors (NanoFlow) are stored
+once.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_model, save_model
+from torch import nn
+
+__all__ = [
+    "CheckpointError",
+    "average_weights",
+    "checkpoints",
+    "latest_checkpoint",
+    "load_weights",
+    "read_config",
+    "resolve_checkpoint",
+    "save_checkpoint",
+]
+
+MODEL_FILE, EMA_FILE, STATE_FILE = "model.safetensors", "ema.safetensors", "state.pt"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, incomplete, or does not match the model."""
+
+
+def checkpoints(run_dir: str | Path) -> list[Path]:
+    """Complete checkpoints of a run, oldest first."""
+    run_dir = Path(run_dir)
+    found = [p for p in run_dir.glob("ckpt-*") if p.is_dir() and not p.name.endswith(".tmp")]
+    return sorted((p for p in found if (p / MODEL_FILE).is_file()), key=lambda p: p.name)
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    found = checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint directory from itself, its ``model.safetensors``, or a run directory."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no such checkpoint: {path}")
+    if path.is_file():
+        if path.suffix != ".safetensors":
+            raise CheckpointError(
+                f"{path}: not a sharedflow checkpoint (reference checkpoints are imported with "
+                "'sharedflow convert')"
+            )
+        return path.parent if path.name == MODEL_FILE else path
+    if (path / MODEL_FILE).is_file():
+        return path
+    latest = latest_checkpoint(path)
+    if latest is None:
+        raise CheckpointError(f"{path}: holds no checkpoint")
+    return latest
+
+
+def _weights_file(checkpoint: Path) -> Path:
+    return checkpoint if checkpoint.is_file() else checkpoint / MODEL_FILE
+
+
+def read_config(checkpoint: str | Path) -> dict[str, Any]:
+    """The resolved config stored with the weights."""
+    with safe_open(str(_weights_file(Path(checkpoint))), framework="pt") as f:
+        metadata = f.metadata() or {}
+    if "config" not in metadata:
+        raise CheckpointError(f"{checkpoint}: the weights carry no config")
+    return json.loads(metadata["config"])
+
+
+def save_checkpoint(
+    run_dir: str | Path,
+    step: int,
+    model: nn.Module,
+    state: dict[str, Any],
+    config: dict[str, Any],
+    ema: nn.Module | None = None,
+    keep_last: int = 3,
+) -> Path:
+    """Write ``ckpt-<step>/`` atomically and keep only the last ``keep_last`` checkpoints."""
+    run_dir = Path(run_dir)
+    final = run_dir / f"ckpt-{step:08d}"
+    tmp = run_dir / f"ckpt-{step:08d}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    metadata = {"config": json.dumps(config), "step": str(step)}
+    try:
+        save_model(model, str(tmp / MODEL_FILE), metadata=metadata)
+        if ema is not None:
+            save_model(ema, str(tmp / EMA_FILE), metadata=metadata)
+        torch.save(state, tmp / STATE_FILE)
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    for old in checkpoints(run_dir)[:-keep_last] if keep_last > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def load_weights(model: nn.Module, checkpoint: str | Path, ema: bool = False) -> nn.Module:
+    """Load weights into ``model``, refusing (with the differences named) a mismatch."""
+    checkpoint = Path(checkpoint)
+    path = checkpoint / EMA_FILE if ema else _weights_file(checkpoint)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing")
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    with safe_open(str(path), framework="pt") as f:
+        stored = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+    unexpected = sorted(set(stored) - set(expected))
+    wrong = sorted(k for k in stored.keys() & expected.keys() if stored[k] != expected[k])
+    if unexpected or wrong:
+        details = [f"unexpected keys {unexpected[:5]}"] if unexpected else []
+        details += [f"{k}: stored {stored[k]}, model {expected[k]}" for k in wrong[:5]]
+        raise CheckpointError(f"{checkpoint} does not match the model: " + "; ".join(details))
+    try:
+        load_model(model, str(path), strict=True)
+    except RuntimeError as error:  # keys the model has and the file lacks
+        raise CheckpointError(f"{checkpoint} does not match the model: {error}") from error
+    return model
+
+
+def load_state(checkpoint: str | Path) -> dict[str, Any]:
+    """The trainer state, read without unpickling arbitrary objects."""
+    return torch.load(Path(checkpoint) / STATE_FILE, map_location="cpu", weights_only=True)
+
+
+@torch.no_grad()
+def average_weights(model: nn.Module, paths: list[Path]) -> nn.Module:
+    """Load the mean of several checkpoints' weights into ``model`` (NanoFlow's ``-a N``)."""
+    if not paths:
+        raise CheckpointError("no checkpoints to average")
+    total = None
+    for path in paths:
+        load_weights(model, path)
+        state = {k: v.detach().double().clone() for k, v in model.state_dict().items()}
+        total = state if total is None else {k: total[k] + state[k] for k in total}
+    model.load_state_dict({k: (v / len(paths)) for k, v in total.items()}, strict=True)
+    return model

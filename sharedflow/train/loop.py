@@ -1,0 +1,358 @@
+"""The training loop: one straight line from batch to checkpoint.
+
+Per step: a batch (a pure function of the step), the loss under autocast, a skipped step if the
+loss or the gradient norm is not finite (too many in a row stop the run and keep the last good
+checkpoint), gradient clipping, the optimiser and schedule, the EMA. Periodically: metrics to
+``metrics.jsonl`` (and TensorBoard when installed), held-out validation, samples and an atomic
+checkpoint. A run started again in the same directory resumes from its last checkpoint and
+continues exactly as if it had not stopped. Under ``torchrun`` the model is wrapped in
+DistributedDataParallel and only rank 0 logs and writes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from collections.abc import Callable, Iterable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from sharedflow.data.splits import DataSplits
+from sharedflow.layers.actnorm import ActNorm
+from sharedflow.train.checkpoint import (
+    latest_checkpoint,
+    load_state,
+    load_weights,
+    save_checkpoint,
+)
+from sharedflow.train.distributed import Distributed, pick_device
+from sharedflow.train.ema import EMA
+from sharedflow.train.evaluate import evaluate
+from sharedflow.train.sampler import StepBatchSampler
+from sharedflow.train.samples import write_samples
+
+__all__ = ["Trainer", "TrainingError"]
+
+Precision = Literal["fp32", "bf16", "fp16"]
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. the loss stayed NaN); the last good checkpoint is kept."""
+
+
+@dataclass
+class Trainer:
+    """How to train; every field is a recipe key under ``trainer``.
+
+    Args:
+        max_steps: optimiser steps in all (a resumed run stops there too).
+        batch_size: per process.
+        precision: ``fp32``, ``bf16`` or ``fp16`` autocast (fp16 with gradient scaling).
+        grad_clip: max gradient norm, or None.
+        ema_decay: keep an EMA of the weights (used for validation and samples), or None.
+        log_every / val_every / sample_every / ckpt_every: periods in steps (0: never; a
+            checkpoint, a validation and samples are always made at the end).
+        val_items: held-out items per validation (None: all).
+        keep_last: checkpoints to keep.
+        max_bad_steps: consecutive non-finite steps before the run stops.
+        num_workers: data-loading worker processes.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        paper_scale: warn when such a recipe runs on a CPU.
+        sample_temperature: temperature of the periodic samples.
+        progress: show a progress bar.
+    """
+
+    max_steps: int = 1000
+    batch_size: int = 8
+    precision: Precision = "fp32"
+    grad_clip: float | None = None
+    ema_decay: float | None = None
+    log_every: int = 10
+    val_every: int = 0
+    sample_every: int = 0
+    ckpt_every: int = 500
+    val_items: int | None = None
+    keep_last: int = 3
+    max_bad_steps: int = 10
+    num_workers: int = 0
+    device: str = "auto"
+    seed: int = 0
+    paper_scale: bool = False
+    sample_temperature: float = 0.8
+    progress: bool = True
+
+    def fit(
+        self,
+        model: nn.Module,
+        data: DataSplits,
+        make_optimizer: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer],
+        make_schedule: Callable[[torch.optim.Optimizer], Any],
+        run_dir: str | Path,
+        config: dict[str, Any],
+    ) -> dict[str, Any]:
+        """Train ``model`` (whose ``forward(batch)`` is its loss) and return the last metrics."""
+        run = Distributed.from_env()
+        device = pick_device(self.device, run)
+        run.init(device)
+        if self.paper_scale and device.type == "cpu" and run.is_main:
+            warnings.warn(
+                "a paper-scale recipe is running on the CPU; expect it to be slow", stacklevel=2
+            )
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        model.to(device)
+        optimizer = make_optimizer(model.parameters())
+        schedule = make_schedule(optimizer)
+        fp16 = self.precision == "fp16" and device.type == "cuda"
+        scaler = torch.amp.GradScaler(device.type, enabled=fp16)
+        ema = EMA(model, self.ema_decay) if self.ema_decay else None
+
+        step, clock = 0, 0.0
+        latest = latest_checkpoint(run_dir)
+        if latest is not None:
+            step, clock = self._resume(latest, model, ema, optimizer, schedule, scaler, device)
+            if run.is_main:
+                print(f"resuming from {latest} at step {step}")
+                _truncate_metrics(run_dir / "metrics.jsonl", step)
+        sampler = StepBatchSampler(
+            len(data.train),
+            self.batch_size,
+            self.seed,
+            run.rank,
+            run.world_size,
+            step,
+            self.max_steps,
+        )
+        loader = DataLoader(data.train, batch_sampler=sampler, num_workers=self.num_workers)
+        if latest is None:
+            self._initialise(model, data, sampler, device)
+        trained = DistributedDataParallel(model) if run.enabled else model
+        logger = _Logger(run_dir, enabled=run.is_main)
+        autocast = self._autocast(device)
+        bad = skipped = 0
+        last: dict[str, Any] = {}
+        bar = tqdm(
+            total=self.max_steps,
+            initial=step,
+            disable=not (self.progress and run.is_main),
+            dynamic_ncols=True,
+            desc=run_dir.name,
+        )
+        tick = time.perf_counter()
+        for batch in loader:
+            batch = _to(batch, device)
+            model.train()
+            with autocast:
+                loss = trained(batch)
+            finite = run.all_finite(loss)
+            if finite:
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+                max_norm = self.grad_clip if self.grad_clip else float("inf")
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+                finite = fp16 or run.all_finite(grad_norm)
+            if not finite:
+                optimizer.zero_grad(set_to_none=True)
+                bad, skipped = bad + 1, skipped + 1
+                if bad >= self.max_bad_steps:
+                    bar.close()
+                    raise TrainingError(
+                        f"the loss or its gradient was not finite for {bad} steps in a row "
+                        f"(step {step}); the last good checkpoint is {latest_checkpoint(run_dir)}"
+                    )
+                step += 1
+                bar.update(1)
+                continue
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            schedule.step()
+            if ema is not None:
+                ema.update(model)
+            bad = 0
+            step += 1
+            now = time.perf_counter()
+            clock, tick = clock + now - tick, now
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+            last = {
+                "step": step,
+                "loss": loss.item(),
+                "lr": optimizer.param_groups[0]["lr"],
+                "grad_norm": float(grad_norm),
+                "skipped": skipped,
+                "train_seconds": clock,
+            }
+            if self.log_every and step % self.log_every == 0:
+                logger.log(last)
+            final = step == self.max_steps
+            if (self.val_every and step % self.val_every == 0) or final:
+                last.update(
+                    self._validate(ema.model if ema else model, data, device, run, logger, step)
+                )
+                tick = time.perf_counter()
+            if (self.sample_every and step % self.sample_every == 0) or final:
+                self._samples(ema.model if ema else model, data, run_dir, step, run)
+                tick = time.perf_counter()
+            if (self.ckpt_every and step % self.ckpt_every == 0) or final:
+                self._checkpoint(
+                    run_dir, step, model, ema, optimizer, schedule, scaler, clock, config, run
+                )
+                tick = time.perf_counter()
+        bar.close()
+        run.barrier()
+        logger.close()
+        return last
+
+    # -- pieces of the loop --------------------------------------------------------------------
+    def _autocast(self, device: torch.device) -> Any:
+        if self.precision == "fp32":
+            return nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(device.type, dtype=dtype)
+
+    @torch.no_grad()
+    def _initialise(self, model: nn.Module, data: DataSplits, sampler: Any, device: Any) -> None:
+        """Data-dependent initialisation (ActNorm) on the first batch, before DDP broadcasts."""
+        if any(isinstance(m, ActNorm) for m in model.modules()):
+            batch = _to(
+                torch.utils.data.default_collate([data.train[item] for item in sampler.batch(0)]),
+                device,
+            )
+            model.train()
+            model(batch)
+
+    def _validate(
+        self,
+        model: nn.Module,
+        data: DataSplits,
+        device: Any,
+        run: Distributed,
+        logger: Any,
+        step: int,
+    ) -> dict[str, float]:
+        if not run.is_main:
+            return {}
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            result = evaluate(model, data.val, device, self.val_items)
+        logger.log({"step": step, **{f"val_{k}": v for k, v in result.items()}})
+        summary = ", ".join(f"{k} {v:.4f}" for k, v in result.items())
+        tqdm.write(f"step {step}: held-out {summary}")
+        return {f"val_{k}": v for k, v in result.items()}
+
+    def _samples(
+        self, model: nn.Module, data: DataSplits, run_dir: Path, step: int, run: Distributed
+    ) -> None:
+        if run.is_main:
+            device = next(model.parameters()).device
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                torch.manual_seed(self.seed)
+                write_samples(model, data, run_dir / "samples", step, self.sample_temperature)
+
+    def _checkpoint(
+        self,
+        run_dir: Path,
+        step: int,
+        model: nn.Module,
+        ema: EMA | None,
+        optimizer: Any,
+        schedule: Any,
+        scaler: Any,
+        clock: float,
+        config: dict[str, Any],
+        run: Distributed,
+    ) -> None:
+        if run.is_main:
+            state = {
+                "step": step,
+                "train_seconds": clock,
+                "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict(),
+                "scaler": scaler.state_dict(),
+                "rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            }
+            save_checkpoint(
+                run_dir, step, model, state, config, ema.model if ema else None, self.keep_last
+            )
+        run.barrier()
+
+    def _resume(
+        self,
+        path: Path,
+        model: nn.Module,
+        ema: EMA | None,
+        optimizer: Any,
+        schedule: Any,
+        scaler: Any,
+        device: torch.device,
+    ) -> tuple[int, float]:
+        load_weights(model, path)
+        if ema is not None:
+            load_weights(ema.model, path, ema=True)
+        state = load_state(path)
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng"])
+        if device.type == "cuda" and state["cuda_rng"]:
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        return int(state["step"]), float(state["train_seconds"])
+
+
+class _Logger:
+    """Appends JSON lines to ``metrics.jsonl`` and mirrors them to TensorBoard if installed."""
+
+    def __init__(self, run_dir: Path, enabled: bool) -> None:
+        self.enabled = enabled
+        self.path = run_dir / "metrics.jsonl"
+        self.tensorboard = None
+        if enabled:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tensorboard = SummaryWriter(str(run_dir / "tensorboard"))
+            except ImportError:
+                pass
+
+    def log(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.tensorboard is not None:
+            for key, value in record.items():
+                if key != "step" and isinstance(value, int | float):
+                    self.tensorboard.add_scalar(key, value, record["step"])
+
+    def close(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop records of steps after the checkpoint a run resumes from (work that was lost)."""
+    if path.is_file():
+        kept = [
+            line
+            for line in path.read_text().splitlines()
+            if line and json.loads(line).get("step", 0) <= step
+        ]
+        path.write_text("".join(line + "\n" for line in kept))
+
+
+def _to(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, list | tuple):
+        return type(batch)(_to(b, device) for b in batch)
+    return batch
