@@ -1,50 +1,283 @@
-"""The ``sharedflow`` command line: thin wrappers over the library, one function per command."""
+"""The ``sharedflow`` command line: thin wrappers over ``sharedflow.api``, one per command.
+
+Every command has ``--help``; bad input ends with a one-line reason and a non-zero exit.
+"""
 
 from __future__ import annotations
 
 import argparse
+import itertools
+import json
 import sys
+import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from sharedflow.train.checkpoint import latest_checkpoint
 
 __all__ = ["main"]
 
 
+class CommandError(Exception):
+    """A user-facing failure: printed as one line."""
+
+
+# -- commands -------------------------------------------------------------------------------------
 def _demo(args: argparse.Namespace) -> int:
     from sharedflow.demo import format_results, run_demo
 
     print(f"Fitting a 2-D ring of Gaussians with 8 coupling steps, {args.iters} iterations each.")
-    results = run_demo(n_iters=args.iters, seed=args.seed)
-    print(format_results(results))
+    print(format_results(run_demo(n_iters=args.iters, seed=args.seed)))
     print("NLL is held-out negative log-likelihood in nats per dimension (lower is better).")
     return 0
 
 
+def _recipes(args: argparse.Namespace) -> int:
+    from sharedflow.recipes import list_recipes
+
+    print("\n".join(list_recipes()))
+    return 0
+
+
+def _sweep(overrides: list[str]) -> list[list[str]]:
+    """Hydra's sweep syntax (``key=a,b``) expanded to one override list per job."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    choices = []
+    for override in parsed:
+        key = override.get_key_element()
+        if override.is_sweep_override():
+            choices.append([f"{key}={v}" for v in override.sweep_string_iterator()])
+        else:
+            choices.append([override.input_line])
+    return [list(job) for job in itertools.product(*choices)]
+
+
+def _train(args: argparse.Namespace) -> int:
+    from sharedflow.recipes import compose
+    from sharedflow.train.run import train
+
+    jobs = _sweep(args.overrides) if args.multirun else [args.overrides]
+    for i, overrides in enumerate(jobs):
+        if args.multirun:
+            name = compose(args.recipe, overrides).name
+            overrides = [*overrides, f"run_dir=multirun/{name}/{i}"]
+            print(f"job {i}: {' '.join(overrides)}")
+        _summarise(train(args.recipe, overrides))
+    return 0
+
+
+def _summarise(run_dir: Path) -> None:
+    """Where a run's outputs are, and its held-out metric at the start and at the end."""
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    held_out = [r for r in records if any(k.startswith("val_") for k in r)]
+    print(f"run directory: {run_dir}")
+    if held_out:
+        first, last = held_out[0], held_out[-1]
+        for key in (k for k in last if k.startswith("val_")):
+            print(
+                f"held-out {key[4:]}: {first.get(key, float('nan')):.4f} at step "
+                f"{first['step']} -> {last[key]:.4f} at step {last['step']}"
+            )
+    samples = sorted((run_dir / "samples").glob("step-*"))
+    if samples:
+        print(f"samples: {samples[-1]}")
+    print(f"checkpoint: {latest_checkpoint(run_dir)}")
+
+
+def _params(args: argparse.Namespace) -> int:
+    from sharedflow.api import build_model, parameter_report
+
+    report = parameter_report(build_model(args.recipe, args.overrides))
+    if args.json:
+        print(json.dumps({"recipe": args.recipe, **report}, indent=2))
+        return 0
+    print(f"{args.recipe}")
+    print(f"{'':>12} {'training':>14} {'deploy':>14}")
+    for key in ("total", "shared", "per_step", "embedding", "other"):
+        cells = []
+        for form in ("training", "deploy"):
+            value = report[form][key]
+            if key == "per_step":
+                steps = sorted(set(value))
+                value = f"{'/'.join(f'{v:,}' for v in steps)} x{len(value)}" if value else "0"
+            else:
+                value = f"{value:,}"
+            cells.append(f"{value:>14}")
+        print(f"{key.replace('_', ' '):>12} {' '.join(cells)}")
+    return 0
+
+
+def _data_overrides(pairs: list[str]) -> dict[str, Any]:
+    overrides = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise CommandError(f"expected key=value, got {pair!r}")
+        key, value = pair.split("=", 1)
+        key = key.removeprefix("data.")
+        overrides[key] = None if value.lower() == "null" else _parse_value(value)
+    return overrides
+
+
+def _parse_value(value: str) -> Any:
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return value
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from sharedflow.api import evaluate_checkpoint
+
+    result = evaluate_checkpoint(
+        args.checkpoint,
+        _data_overrides(args.overrides),
+        args.ema,
+        args.average,
+        args.max_items,
+        args.device,
+    )
+    if args.json:
+        print(json.dumps({"checkpoint": str(args.checkpoint), **result}))
+    else:
+        for name, value in result.items():
+            unit = {"ll": "nats per sample (test-set LL)", "bpd": "bits per dim"}.get(name, "")
+            print(f"{name}: {value:.4f} {unit}")
+    return 0
+
+
+def _synthesize(args: argparse.Namespace) -> int:
+    import torch
+
+    from sharedflow.api import load_model, synthesize
+    from sharedflow.audio.io import read_mel_input
+    from sharedflow.sharing import deploy
+    from sharedflow.train.samples import write_wav
+
+    model, _ = load_model(args.checkpoint, args.ema, args.average, args.device)
+    if getattr(model, "modality", None) != "audio":
+        raise CommandError(f"{args.checkpoint}: not a vocoder checkpoint ('sharedflow sample')")
+    model = deploy(model) if args.deploy else model
+    out = Path(args.out)
+    total_audio = total_time = 0.0
+    for path in args.inputs:
+        mels = read_mel_input(Path(path), model)
+        for i, mel in enumerate(mels):
+            start = time.perf_counter()
+            audio = synthesize(model, mel, args.temperature, args.denoise)[0]
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            elapsed = time.perf_counter() - start
+            suffix = f"-{i}" if len(mels) > 1 else ""
+            target = write_wav(out / f"{Path(path).stem}{suffix}.wav", audio, model.sample_rate)
+            seconds = audio.shape[-1] / model.sample_rate
+            total_audio, total_time = total_audio + seconds, total_time + elapsed
+            print(
+                f"{target}: {seconds:.2f} s of audio in {elapsed:.2f} s "
+                f"(real-time factor {elapsed / seconds:.2f})"
+            )
+    print(
+        f"real-time factor overall: {total_time / max(total_audio, 1e-9):.2f} "
+        "(seconds of compute per second of audio)"
+    )
+    return 0
+
+
+# -- the parser -----------------------------------------------------------------------------------
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sharedflow",
         description="Normalizing flows for audio and images, with NanoFlow parameter sharing.",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    demo = commands.add_parser(
-        "demo",
-        help="fit a toy flow in every NanoFlow sharing mode; print parameters and NLL",
-        description="Fit a 2-D density with 8 coupling steps whose estimators are independent, "
-        "shared, decomposed or NanoFlow, and print parameter counts next to held-out NLL.",
+
+    def command(name: str, help: str, run: Callable[[argparse.Namespace], int]) -> Any:
+        sub = commands.add_parser(name, help=help, description=help)
+        sub.set_defaults(run=run)
+        return sub
+
+    demo = command(
+        "demo", "fit a toy flow in every NanoFlow sharing mode; print params and NLL", _demo
     )
     demo.add_argument("--iters", type=int, default=500, help="training iterations per mode")
     demo.add_argument("--seed", type=int, default=0)
-    demo.set_defaults(run=_demo)
+
+    command("recipes", "list the recipes that train and params accept", _recipes)
+
+    train = command(
+        "train", "train a recipe (resumes when its run directory has checkpoints)", _train
+    )
+    train.add_argument("recipe", help="a recipe name, e.g. audio/waveflow-tiny")
+    train.add_argument("overrides", nargs="*", help="hydra overrides, e.g. trainer.max_steps=10")
+    train.add_argument(
+        "-m", "--multirun", action="store_true", help="sweep: key=a,b runs one job per combination"
+    )
+
+    params = command(
+        "params", "parameter counts: total, shared, per step, embedding, deploy", _params
+    )
+    params.add_argument("recipe")
+    params.add_argument("overrides", nargs="*")
+    params.add_argument("--json", action="store_true")
+
+    def checkpoint_options(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("checkpoint", help="a checkpoint directory, or a run (its latest)")
+        sub.add_argument("--ema", action="store_true", help="use the EMA weights")
+        sub.add_argument(
+            "--average",
+            type=int,
+            default=0,
+            metavar="N",
+            help="average the run's last N checkpoints",
+        )
+        sub.add_argument("--device", default="cpu")
+
+    evaluate = command("evaluate", "held-out test LL (audio) or bits per dim (images)", _evaluate)
+    checkpoint_options(evaluate)
+    evaluate.add_argument("overrides", nargs="*", help="data settings, e.g. source=path/to/wavs")
+    evaluate.add_argument("--max-items", type=int, default=None)
+    evaluate.add_argument("--json", action="store_true")
+
+    synth = command("synthesize", "wav or mel (.npy/.pt) in, 16-bit wav out", _synthesize)
+    checkpoint_options(synth)
+    synth.add_argument("inputs", nargs="+", metavar="INPUT")
+    synth.add_argument("--out", required=True, help="output directory")
+    synth.add_argument(
+        "--temperature",
+        "--sigma",
+        type=float,
+        default=0.8,
+        help="scale of the latent noise (WaveGlow's sigma)",
+    )
+    synth.add_argument(
+        "--denoise",
+        type=float,
+        default=0.0,
+        metavar="STRENGTH",
+        help="remove the model's bias spectrum (about 0.1)",
+    )
+    synth.add_argument(
+        "--deploy",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="fold weight norm and flow embeddings first (default on)",
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    run: Callable[[argparse.Namespace], int] = args.run
     try:
-        return run(args)
-    except (ValueError, FileNotFoundError, KeyError) as error:
-        print(f"sharedflow {args.command}: error: {error}", file=sys.stderr)
+        return args.run(args)
+    except (CommandError, ValueError, FileNotFoundError, KeyError, RuntimeError) as error:
+        message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        print(f"sharedflow {args.command}: error: {message}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"sharedflow {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -54,11 +54,28 @@ def list_audio(source: str | Path) -> list[Path]:
     return files
 
 
+def _wav_shortfall(path: Path) -> int:
+    """Bytes a WAV file's ``data`` chunk declares but lacks (libsndfile reads such files short)."""
+    with path.open("rb") as f:
+        if f.read(12)[:4] != b"RIFF":
+            return 0
+        while header := f.read(8):
+            if len(header) < 8:
+                return 0
+            size = int.from_bytes(header[4:], "little")
+            if header[:4] == b"data":
+                return max(0, size - (path.stat().st_size - f.tell()))
+            f.seek(size + size % 2, 1)
+    return 0
+
+
 def _check(path: Path, sample_rate: int, resample: bool) -> None:
     try:
         info = sf.info(str(path))
     except Exception as error:  # soundfile raises several types for broken files
         raise AudioError(f"{path}: cannot read audio ({error})") from error
+    if info.format == "WAV" and (missing := _wav_shortfall(path)):
+        raise AudioError(f"{path}: truncated ({missing} bytes of audio data missing)")
     if info.frames <= 0:
         raise AudioError(f"{path}: the file holds no samples")
     if info.samplerate != sample_rate and not resample:

@@ -140,6 +140,8 @@ class Trainer:
         autocast = self._autocast(device)
         bad = skipped = 0
         last: dict[str, Any] = {}
+        if step == 0 and self.val_every:
+            self._validate(ema.model if ema else model, data, device, run, logger, 0)
         bar = tqdm(
             total=self.max_steps,
             initial=step,

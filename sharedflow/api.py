@@ -1,0 +1,102 @@
+"""The Python API behind the command line, for notebooks: build, load, evaluate, synthesize.
+
+model = sharedflow.api.build_model("audio/waveflow-tiny")
+model, config = sharedflow.api.load_model("runs/waveflow-tiny")   # latest checkpoint
+print(sharedflow.api.evaluate_checkpoint("runs/waveflow-tiny"))
+audio = sharedflow.api.synthesize(model, mel, temperature=0.8)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+from sharedflow.recipes import build, check_targets, compose
+from sharedflow.sharing import ParameterCount, count_parameters, deploy
+from sharedflow.train.checkpoint import (
+    average_weights,
+    checkpoints,
+    load_weights,
+    read_config,
+    resolve_checkpoint,
+)
+from sharedflow.train.evaluate import evaluate
+
+__all__ = [
+    "build_model",
+    "evaluate_checkpoint",
+    "load_model",
+    "parameter_report",
+    "synthesize",
+]
+
+
+def build_model(recipe: str, overrides: list[str] | None = None) -> nn.Module:
+    """The (untrained) model of a recipe."""
+    return build(compose(recipe, overrides).model)
+
+
+def parameter_report(model: nn.Module) -> dict[str, Any]:
+    """Parameter counts in training and deploy form (see ``sharedflow.sharing``)."""
+    training: ParameterCount = count_parameters(model)
+    deployed: ParameterCount = count_parameters(deploy(model))
+    return {"training": training.as_dict(), "deploy": deployed.as_dict()}
+
+
+def load_model(
+    checkpoint: str | Path,
+    ema: bool = False,
+    average: int = 0,
+    device: str | torch.device = "cpu",
+) -> tuple[nn.Module, dict[str, Any]]:
+    """A trained model and its config from a checkpoint or a run directory (its latest).
+
+    Args:
+        ema: load the EMA weights, when the run kept them.
+        average: average the weights of the run's last ``average`` checkpoints (NanoFlow's
+            ``-a N``); 0 loads one checkpoint.
+    """
+    path = resolve_checkpoint(checkpoint)
+    config = read_config(path)
+    check_targets(config, where=str(path))
+    model = build(OmegaConf.create(config["model"]))
+    if average > 1:
+        run = path.parent if path.is_dir() else path.parent.parent
+        average_weights(model, checkpoints(run)[-average:])
+    else:
+        load_weights(model, path, ema=ema)
+    return model.to(device).eval(), config
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    data_overrides: dict[str, Any] | None = None,
+    ema: bool = False,
+    average: int = 0,
+    max_items: int | None = None,
+    device: str = "cpu",
+) -> dict[str, float]:
+    """Held-out metrics of a checkpoint on its run's data, or on ``data_overrides`` of it."""
+    model, config = load_model(checkpoint, ema, average, device)
+    data_cfg = OmegaConf.merge(OmegaConf.create(config["data"]), data_overrides or {})
+    data = build(data_cfg)
+    return evaluate(model, data.val, device, max_items)
+
+
+@torch.no_grad()
+def synthesize(
+    model: nn.Module, mel: torch.Tensor, temperature: float = 0.8, denoise: float = 0.0
+) -> torch.Tensor:
+    """Audio ``(B, hop F)`` from a mel ``(B, n_mels, F)`` or ``(n_mels, F)``."""
+    from sharedflow.audio.denoise import Denoiser
+
+    mel = mel[None] if mel.dim() == 2 else mel
+    device = next(model.parameters()).device
+    audio = model.synthesize(mel.to(device), temperature)
+    if denoise > 0:
+        audio = Denoiser(model)(audio, denoise)
+    return audio

@@ -1,0 +1,66 @@
+"""Every recipe composes and builds; paper recipes have the reference parameter counts; every
+tiny recipe trains two steps on CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sharedflow.api import build_model, parameter_report
+from sharedflow.recipes import RecipeError, compose, list_recipes
+from sharedflow.train.run import train
+
+# Reference counts (training, deploy) of the paper recipes: shared/reference.
+PAPER = {
+    "audio/waveglow": (87_879_272, 87_731_816),
+    "audio/waveflow-h16-r64": (5_950_180, 5_925_090),
+    "audio/waveflow-h16-r128": (22_385_892, 22_335_714),
+    "audio/waveflow-h16-r64-bipartize": (5_950_164, 5_925_074),
+    "audio/waveflow-parakeet-h16-r64": (5_950_164, 5_925_074),
+    "audio/nanoflow-naive-h16-r128": (2_798_408, 2_792_134),
+    "audio/nanoflow-decomp-h16-r128": (2_800_228, 2_793_954),
+    "audio/nanoflow-h16-r128-emb512": (3_865_188, 2_818_530),
+    "audio/nanoflow-h16-r128-emb1024-f16": (4_936_324, 2_845_186),
+}
+TINY = [name for name in list_recipes() if name.endswith("-tiny")]
+
+
+def test_every_recipe_is_paper_or_tiny() -> None:
+    assert set(list_recipes()) == set(PAPER) | set(TINY)
+
+
+@pytest.mark.parametrize("recipe", sorted(PAPER))
+def test_paper_recipe_has_the_reference_parameter_count(recipe: str) -> None:
+    report = parameter_report(build_model(recipe))
+    assert (report["training"]["total"], report["deploy"]["total"]) == PAPER[recipe]
+    cfg = compose(recipe)
+    assert cfg.trainer.paper_scale and cfg.trainer.device == "auto"
+
+
+@pytest.mark.parametrize("recipe", TINY)
+def test_tiny_recipe_trains_two_steps(recipe: str, tmp_path: Path) -> None:
+    run_dir = train(
+        recipe,
+        [
+            f"run_dir={tmp_path / 'run'}",
+            "trainer.max_steps=2",
+            "trainer.val_items=1",
+            "trainer.progress=false",
+        ],
+    )
+    assert (run_dir / "ckpt-00000002" / "model.safetensors").is_file()
+    assert (run_dir / "config.yaml").is_file()
+    assert any((run_dir / "samples").iterdir())
+
+
+def test_unknown_recipe_and_unknown_key_are_clear_errors() -> None:
+    with pytest.raises(RecipeError, match="did you mean audio/waveflow-tiny"):
+        compose("audio/waveflow-tinyy")
+    with pytest.raises(RecipeError, match="max_stepz"):
+        compose("audio/waveflow-tiny", ["trainer.max_stepz=3"])
+
+
+def test_foreign_targets_are_refused() -> None:
+    with pytest.raises(RecipeError, match="not in sharedflow"):
+        compose("audio/waveflow-tiny", ["model._target_=os.system"])
