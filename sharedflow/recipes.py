@@ -77,7 +77,8 @@ def build(node: Any, **kwargs: Any) -> Any:
     try:
         return instantiate(node, **kwargs)
     except (HydraException, OmegaConfBaseException, TypeError) as error:
-        raise RecipeError(f"cannot build {node.get('_target_', '?')}: {error}") from error
+        cause = error.__cause__ or error  # hydra wraps the builder's own exception
+        raise RecipeError(f"cannot build {node.get('_target_', '?')}: {cause}") from error
 
 
 def to_container(cfg: DictConfig) -> dict[str, Any]:
