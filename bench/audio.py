@@ -1,0 +1,125 @@
+"""Vocoder benchmarks with the shapes of shared/reference/audio.md section g.
+
+Train step: zero_grad, log-likelihood of audio (1, 16000) in [-1, 1] given mel (1, 80, 63),
+backward (no optimiser step), training form with weight norm. Synthesis: deploy form, no_grad,
+mel (1, 80, 87) -> 22,272 samples (about 1 s), temperature 0.6 for WaveGlow and 1.0 otherwise.
+Median and min over --repeats runs after one warm-up; each model runs in its own process so
+that peak memory (max RSS) is its own. Prints a Markdown table.
+
+    python bench/audio.py                       # all models, CPU, 2 threads
+    python bench/audio.py --device cuda --dtype bf16
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+MODELS = {
+    "waveglow": ("sharedflow.models:waveglow", {}),
+    "waveflow-h16-r64": ("sharedflow.models:waveflow", {"height": 16, "channels": 64}),
+    "waveflow-h16-r128": ("sharedflow.models:waveflow", {"height": 16, "channels": 128}),
+    "nanoflow-h16-r128-emb512": (
+        "sharedflow.models:waveflow",
+        {"height": 16, "channels": 128, "sharing": "nanoflow", "embedding_dim": 512},
+    ),
+}
+SYNTH_FRAMES, TRAIN_SAMPLES = 87, 16000
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _time(fn, repeats: int, device: torch.device) -> list[float]:  # noqa: ANN001
+    fn()
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def run_one(name: str, what: str, device: str, dtype: str, repeats: int, threads: int) -> dict:
+    import importlib
+
+    from sharedflow.sharing import count_parameters, deploy
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    module, builder = MODELS[name][0].split(":")
+    model = getattr(importlib.import_module(module), builder)(**MODELS[name][1])
+    dev = torch.device(device)
+    if what == "train":
+        model.to(dev).train()
+        audio = (0.1 * torch.randn(1, TRAIN_SAMPLES)).clamp(-1, 1).to(dev)
+        mel = (torch.randn(1, 80, 63) - 5).to(dev)
+
+        def step() -> None:
+            model.zero_grad(set_to_none=True)
+            loss = -model.flow.log_prob(audio, mel).sum() / TRAIN_SAMPLES
+            loss.backward()
+
+        times = _time(step, repeats, dev)
+        n_samples = TRAIN_SAMPLES
+    else:
+        model = deploy(model).to(dev)
+        cast = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+        model = model.to(cast)
+        mel = (torch.randn(1, 80, SYNTH_FRAMES) - 5).to(dev, cast)
+        temperature = 0.6 if name == "waveglow" else 1.0
+        times = _time(lambda: model.synthesize(mel, temperature), repeats, dev)
+        n_samples = 256 * SYNTH_FRAMES
+    peak = (torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    median = statistics.median(times)
+    return {
+        "model": name, "what": what, "device": device, "dtype": dtype,
+        "params": count_parameters(model).total, "median_s": median, "min_s": min(times),
+        "khz": n_samples / median / 1000, "rtf": median / (n_samples / 22050), "peak_mb": peak,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="*", default=list(MODELS))
+    parser.add_argument("--what", nargs="*", default=["train", "synth"])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        result = run_one(args.models[0], args.what[0], args.device, args.dtype, args.repeats,
+                         args.threads)
+        print(json.dumps(result))
+        return
+    print("| model | what | device | dtype | params | median s (min) | kHz | RTF | peak MB |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name in args.models:
+        for what in args.what:
+            command = [sys.executable, __file__, "--one", "--models", name, "--what", what,
+                       "--device", args.device, "--dtype", args.dtype, "--repeats",
+                       str(args.repeats), "--threads", str(args.threads)]
+            out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+            r = json.loads(out.strip().splitlines()[-1])
+            dtype = r["dtype"] if what == "synth" else "fp32"
+            print(f"| {name} | {what} | {r['device']} | {dtype} | {r['params']:,} | "
+                  f"{r['median_s']:.2f} ({r['min_s']:.2f}) | {r['khz']:.2f} | {r['rtf']:.2f} | "
+                  f"{r['peak_mb']:.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
