@@ -1,7 +1,19 @@
 """Model builders: each assembles engine layers, estimators and a context encoder."""
 
+from sharedflow.models.glow import glow, nanoflow_glow
+from sharedflow.models.image import ImageFlow
+from sharedflow.models.tarflow import tarflow
 from sharedflow.models.vocoder import Vocoder
 from sharedflow.models.waveflow import waveflow, waveflow_parakeet
 from sharedflow.models.waveglow import waveglow
 
-__all__ = ["Vocoder", "waveflow", "waveflow_parakeet", "waveglow"]
+__all__ = [
+    "ImageFlow",
+    "Vocoder",
+    "glow",
+    "nanoflow_glow",
+    "tarflow",
+    "waveflow",
+    "waveflow_parakeet",
+    "waveglow",
+]

@@ -1,0 +1,81 @@
+"""TarFlow (Zhai et al. 2024, "Normalizing Flows are Capable Generative Models") and
+NanoFlow-TarFlow.
+
+Images ``(B, C, H, W)`` become ``T = HW / p^2`` patch tokens of ``D = C p^2`` features; then
+``n_blocks`` affine autoregressive flows over the tokens, each a causal Transformer whose outputs
+are shifted right by one token (the first token passes unchanged), ``z = (x - b) exp(-a)``.
+Blocks alternate direction: odd blocks read the tokens reversed and give them back in raster
+order. The base is a standard normal.
+
+``sharing`` builds the blocks' Transformers: independent (TarFlow), shared, decomposed (a shared
+body with per-block input and output projections) or nanoflow (plus block embeddings).
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from sharedflow.core import Inverse, NormalizingFlow, Sequential, StandardNormal
+from sharedflow.core.bijection import Bijection
+from sharedflow.layers import AffineAutoregressive, InverseAffine, Patchify, Shift, ShiftedOutput
+from sharedflow.layers.permute import reverse
+from sharedflow.models.image import ImageFlow
+from sharedflow.nets.transformer import CausalTransformer, zero_output
+from sharedflow.sharing import SharingMode, build_estimators
+
+__all__ = ["tarflow"]
+
+
+def tarflow(
+    image_size: int = 64,
+    in_channels: int = 3,
+    patch_size: int = 2,
+    channels: int = 768,
+    n_blocks: int = 8,
+    n_layers: int = 8,
+    num_classes: int = 0,
+    affine: bool = True,
+    noise: str = "gaussian",
+    noise_std: float = 0.05,
+    label_drop: float = 0.1,
+    sharing: SharingMode = "independent",
+    embedding_dim: int = 0,
+) -> ImageFlow:
+    """TarFlow; ``tarflow(64, 3, 2, 768, 8, 8)`` is the ImageNet-64 model (460,142,784).
+
+    Args:
+        affine: ``(a, b)`` per feature; False gives the volume-preserving shift-only variant
+            (``z = x + h``: TarFlow's ``x - b`` with ``proj_out`` negated).
+    """
+    if image_size % patch_size:
+        raise ValueError(f"image size {image_size} is not a multiple of the patch {patch_size}")
+    n_tokens = (image_size // patch_size) ** 2
+    n_features = in_channels * patch_size**2
+    n_out = 2 * n_features if affine else n_features
+    per_block = sharing in ("decomposed", "nanoflow")
+    estimators = build_estimators(
+        n_blocks,
+        lambda emb: CausalTransformer(
+            0 if per_block else n_features,
+            channels,
+            n_tokens,
+            n_layers,
+            num_classes,
+            0 if per_block else n_out,
+            emb,
+        ),
+        (lambda k: zero_output(channels, n_out)) if per_block else None,
+        sharing,
+        embedding_dim,
+        make_stem=(lambda k: nn.Linear(n_features, channels)) if per_block else None,
+    )
+    param = InverseAffine("scale_shift") if affine else Shift()
+    patchify = Patchify(patch_size, in_channels, image_size, image_size)
+    layers: list[Bijection] = [patchify]
+    for k, estimator in enumerate(estimators):
+        flow = AffineAutoregressive(ShiftedOutput(estimator), param, param_dim=-1)
+        layers += [flow] if k % 2 == 0 else [reverse(n_tokens, 1), flow, reverse(n_tokens, 1)]
+    layers.append(Inverse(Patchify(patch_size, in_channels, image_size, image_size)))
+    shape = (in_channels, image_size, image_size)
+    flow = NormalizingFlow(Sequential(layers), StandardNormal(shape))
+    return ImageFlow(flow, shape, num_classes, 2.0, noise, noise_std, label_drop)

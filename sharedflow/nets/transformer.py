@@ -1,0 +1,258 @@
+"""TarFlow's density estimator: a causal Transformer over patch tokens (Zhai et al. 2024).
+
+Tokens ``x (B, T, D)``; ``h = proj_out(blocks(proj_in(x) + pos [+ class_embed[y]]))``, where each
+of the K pre-LN layers is ``x += Attn(LN(x)); x += MLP(LN(x))`` (head dim 64, causal mask,
+GELU MLP 4x, biases everywhere, LayerNorm in fp32) and ``proj_out`` starts at zero weight. Output
+``i`` depends on tokens ``<= i``: a causal net along dim 1 (``ShiftedOutput`` makes it strict).
+
+Labels: ``y (B,)`` adds ``class_embed[y]`` to every token; ``y = None`` or ``y < 0`` (a dropped
+label) uses the mean class embedding, the "unconditional" branch of guidance.
+
+Generation feeds one token at a time through a preallocated KV cache (``init_cache``/``step``).
+A ``Guidance`` context runs a second, unconditional branch (mean class embedding, or attention
+temperature) with its own cache, and returns ``h_c + w (h_c - h_u)`` (optionally ``w`` ramped
+linearly over tokens).
+
+NanoFlow-TarFlow: one body (position and class embeddings, the K layers) serves all flow
+blocks; each block owns its input and output projections (a stem and a head), and with
+``embedding_dim > 0`` a block embedding ``e_k`` enters through a linear map added to every
+token (foldable to a per-block bias).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from sharedflow.core.bijection import Context
+from sharedflow.layers.autoregressive import CausalNet
+from sharedflow.sharing import StepInput
+
+__all__ = ["CausalTransformer", "Guidance", "zero_output"]
+
+HEAD_DIM = 64
+
+
+@dataclass
+class Guidance:
+    """Sampling context for classifier-free guidance (``weight = 0``: plain conditional).
+
+    Attributes:
+        labels: ``(B,)`` class labels, or None (unconditional model).
+        weight: ``w`` in ``h_c + w (h_c - h_u)``.
+        attn_temp: attention temperature of the unconditional branch (1: the mean class
+            embedding is what differs; != 1: TarFlow's guidance for unconditional models).
+        annealed: ramp ``w`` linearly from 0 over the tokens, as TarFlow's FID evaluation does.
+    """
+
+    labels: Tensor | None = None
+    weight: float = 0.0
+    attn_temp: float = 1.0
+    annealed: bool = False
+
+
+class LayerNorm32(nn.LayerNorm):
+    """LayerNorm computed in float32 and cast back (TarFlow does this under bf16 autocast)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x.float()).type_as(x)
+
+
+class Attention(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.heads = channels // HEAD_DIM
+        self.qkv = nn.Linear(channels, 3 * channels)  # rows [q | k | v], heads contiguous
+        self.proj = nn.Linear(channels, channels)
+
+    def _split(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        b, t, c = x.shape
+        qkv = self.qkv(x).reshape(b, t, 3, self.heads, HEAD_DIM).permute(2, 0, 3, 1, 4)
+        return qkv[0], qkv[1], qkv[2]  # (B, heads, T, 64) each
+
+    def _merge(self, out: Tensor) -> Tensor:
+        b, _, t, _ = out.shape
+        return self.proj(out.transpose(1, 2).reshape(b, t, self.heads * HEAD_DIM))
+
+    def forward(self, x: Tensor, attn_temp: float = 1.0) -> Tensor:
+        q, k, v = self._split(x)
+        scale = HEAD_DIM**-0.5 / attn_temp
+        return self._merge(F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale))
+
+    def step(self, x: Tensor, cache: tuple[Tensor, Tensor], i: int, attn_temp: float) -> Tensor:
+        """One token ``(B, 1, C)`` at position ``i``, keys and values written into the cache."""
+        q, k, v = self._split(x)
+        keys, values = cache
+        keys[:, :, i : i + 1] = k
+        values[:, :, i : i + 1] = v
+        scale = HEAD_DIM**-0.5 / attn_temp
+        out = F.scaled_dot_product_attention(
+            q, keys[:, :, : i + 1], values[:, :, : i + 1], scale=scale
+        )
+        return self._merge(out)
+
+
+class Layer(nn.Module):
+    """Pre-LN Transformer layer: ``x += Attn(LN(x)); x += MLP(LN(x))``."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.norm1 = LayerNorm32(channels)
+        self.attn = Attention(channels)
+        self.norm2 = LayerNorm32(channels)
+        self.mlp = nn.Sequential(
+            nn.Linear(channels, 4 * channels), nn.GELU(), nn.Linear(4 * channels, channels)
+        )
+
+    def forward(self, x: Tensor, attn_temp: float = 1.0) -> Tensor:
+        x = x + self.attn(self.norm1(x), attn_temp)
+        return x + self.mlp(self.norm2(x))
+
+    def step(self, x: Tensor, cache: tuple[Tensor, Tensor], i: int, attn_temp: float) -> Tensor:
+        x = x + self.attn.step(self.norm1(x), cache, i, attn_temp)
+        return x + self.mlp(self.norm2(x))
+
+
+def zero_output(channels: int, n_out: int) -> nn.Linear:
+    """TarFlow's ``proj_out``: zero weight, PyTorch's default bias init."""
+    proj = nn.Linear(channels, n_out)
+    nn.init.zeros_(proj.weight)
+    return proj
+
+
+@dataclass
+class KVCache:
+    """Preallocated keys and values for every layer, per branch (conditional, unconditional)."""
+
+    branches: list[list[tuple[Tensor, Tensor]]]
+    contexts: list[Tensor]  # per branch: the (B, 1, C) class term added to every token
+    attn_temps: list[float]
+    guidance: Guidance | None
+    n_tokens: int
+    step: StepInput | None
+
+
+class CausalTransformer(CausalNet):
+    """TarFlow's causal Transformer (see the module docstring).
+
+    Args:
+        n_features: D, features per token (C p^2); 0 when a per-block stem ``Linear(D, C)``
+            comes first (NanoFlow-TarFlow) and the body starts at ``channels``.
+        channels: C (multiple of 64).
+        n_tokens: T.
+        n_layers: K.
+        num_classes: 0 for unconditional.
+        n_out: outputs per token (2 D for affine, D for shift only); 0 when a per-block head
+            follows.
+        embedding_dim: NanoFlow block-embedding size; 0 for none.
+    """
+
+    dim = 1
+
+    def __init__(
+        self,
+        n_features: int,
+        channels: int,
+        n_tokens: int,
+        n_layers: int,
+        num_classes: int = 0,
+        n_out: int = 0,
+        embedding_dim: int = 0,
+    ) -> None:
+        super().__init__()
+        if channels % HEAD_DIM:
+            raise ValueError(f"channels {channels} is not a multiple of the head dim {HEAD_DIM}")
+        self.channels = channels
+        self.proj_in = nn.Linear(n_features, channels) if n_features else None
+        self.pos_embed = nn.Parameter(torch.randn(n_tokens, channels) * 1e-2)
+        self.class_embed = (
+            nn.Parameter(torch.randn(num_classes, 1, channels) * 1e-2) if num_classes else None
+        )
+        self.layers = nn.ModuleList(Layer(channels) for _ in range(n_layers))
+        self.proj_out = zero_output(channels, n_out) if n_out else None
+        self.embedding_dim = embedding_dim
+        self.embedding = nn.Linear(embedding_dim, channels) if embedding_dim else None
+
+    # -- NanoFlow step conditioning ---------------------------------------------------------------
+    @property
+    def embedding_shape(self) -> tuple[int, ...]:
+        return (self.embedding_dim,)
+
+    def init_embedding(self, weight: Tensor) -> None:
+        nn.init.normal_(weight)
+
+    def make_step_params(self) -> nn.Module:
+        return nn.Module()
+
+    def step_bias(self, embedding: Tensor, params: nn.Module) -> Tensor:
+        """``(emb,) -> (C,)``, added to every token of the block."""
+        return self.embedding(embedding)
+
+    def drop_embedding_path(self) -> None:
+        self.embedding = None
+
+    # -- the network ------------------------------------------------------------------------------
+    def class_term(self, labels: Tensor | None, batch: int, like: Tensor) -> Tensor:
+        """``(B, 1, C)``: the class embedding of each label; the mean for None or ``y < 0``."""
+        if self.class_embed is None:
+            return like.new_zeros(batch, 1, self.channels)
+        mean = self.class_embed.mean(0, keepdim=True)
+        if labels is None:
+            return mean.expand(batch, 1, self.channels).to(like.dtype)
+        if labels.max() >= len(self.class_embed):
+            raise ValueError(f"label {int(labels.max())} outside 0..{len(self.class_embed) - 1}")
+        picked = self.class_embed[labels.clamp(min=0)]
+        return torch.where((labels < 0).view(-1, 1, 1), mean, picked).to(like.dtype)
+
+    def _embed(self, x: Tensor, class_term: Tensor, step: StepInput | None, start: int) -> Tensor:
+        """Tokens ``start ..`` into the residual stream: ``proj_in(x) + pos + class [+ e_k]``."""
+        h = x if self.proj_in is None else self.proj_in(x)
+        h = h + self.pos_embed[start : start + x.shape[1]] + class_term
+        return h if step is None else h + step.bias
+
+    def forward(self, x: Tensor, context: Context = None, step: StepInput | None = None) -> Tensor:
+        """``(B, T, D) -> (B, T, n_out)`` (or ``(B, T, C)`` when a head follows)."""
+        labels = context.labels if isinstance(context, Guidance) else context
+        h = self._embed(x, self.class_term(labels, x.shape[0], self.pos_embed), step, 0)
+        for layer in self.layers:
+            h = layer(h)
+        return h if self.proj_out is None else self.proj_out(h)
+
+    def init_cache(self, x: Tensor, context: Context, step: StepInput | None = None) -> KVCache:
+        guidance = context if isinstance(context, Guidance) else None
+        labels = guidance.labels if guidance else context
+        b, t = x.shape[0], x.shape[1]
+        like = x.new_zeros(1, 1, self.channels)
+        contexts, temps = [self.class_term(labels, b, like)], [1.0]
+        if guidance is not None and guidance.weight != 0:
+            uncond = None if guidance.attn_temp == 1.0 else labels
+            contexts.append(self.class_term(uncond, b, like))
+            temps.append(guidance.attn_temp)
+        heads = self.channels // HEAD_DIM
+        branches = [
+            [
+                (x.new_zeros(b, heads, t, HEAD_DIM), x.new_zeros(b, heads, t, HEAD_DIM))
+                for _ in self.layers
+            ]
+            for _ in contexts
+        ]
+        return KVCache(branches, contexts, temps, guidance, t, step)
+
+    def step(self, cache: KVCache, x_i: Tensor, i: int) -> Tensor:
+        outputs = []
+        for branch, class_term, temp in zip(
+            cache.branches, cache.contexts, cache.attn_temps, strict=True
+        ):
+            h = self._embed(x_i, class_term, cache.step, i)
+            for layer, kv in zip(self.layers, branch, strict=True):
+                h = layer.step(h, kv, i, temp)
+            outputs.append(h if self.proj_out is None else self.proj_out(h))
+        if len(outputs) == 1:
+            return outputs[0]
+        weight = cache.guidance.weight
+        if cache.guidance.annealed:
+            weight = weight * (i + 1) / max(1, cache.n_tokens)
+        return outputs[0] + weight * (outputs[0] - outputs[1])
