@@ -35,9 +35,16 @@ __all__ = [
 ]
 
 
-def build_model(recipe: str, overrides: list[str] | None = None) -> nn.Module:
-    """The (untrained) model of a recipe."""
-    return build(compose(recipe, overrides).model)
+def build_model(
+    recipe: str, overrides: list[str] | None = None, device: str | None = None
+) -> nn.Module:
+    """The (untrained) model of a recipe; ``device="meta"`` builds it without memory (to count
+    the parameters of paper-scale models)."""
+    cfg = compose(recipe, overrides)
+    if device is None:
+        return build(cfg.model)
+    with torch.device(device):
+        return build(cfg.model)
 
 
 def parameter_report(model: nn.Module) -> dict[str, Any]:

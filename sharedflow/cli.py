@@ -90,7 +90,7 @@ def _summarise(run_dir: Path) -> None:
 def _params(args: argparse.Namespace) -> int:
     from sharedflow.api import build_model, parameter_report
 
-    report = parameter_report(build_model(args.recipe, args.overrides))
+    report = parameter_report(build_model(args.recipe, args.overrides, device="meta"))
     if args.json:
         print(json.dumps({"recipe": args.recipe, **report}, indent=2))
         return 0

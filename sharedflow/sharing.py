@@ -276,7 +276,7 @@ def deploy(model: nn.Module) -> nn.Module:
 
     Modules may define ``prepare_deploy()`` for further fusion; it runs last.
     """
-    model = copy.deepcopy(model)
+    model = copy.deepcopy(model).eval()
     for module in model.modules():
         if isinstance(module, StepEstimator):
             module.fold()
@@ -288,4 +288,4 @@ def deploy(model: nn.Module) -> nn.Module:
         prepare = getattr(module, "prepare_deploy", None)
         if callable(prepare):
             prepare()
-    return model.eval()
+    return model

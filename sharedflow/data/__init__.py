@@ -2,13 +2,14 @@
 
 from sharedflow.data.audio import AudioClips, AudioError, AudioSegments, list_audio, load_audio
 from sharedflow.data.builtin import speech_corpus
-from sharedflow.data.splits import DataSplits, speech
+from sharedflow.data.splits import DataSplits, images, speech
 
 __all__ = [
     "AudioClips",
     "AudioError",
     "AudioSegments",
     "DataSplits",
+    "images",
     "list_audio",
     "load_audio",
     "speech",

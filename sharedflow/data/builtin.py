@@ -15,7 +15,9 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import lfilter
 
-__all__ = ["cache_dir", "speech_corpus", "synthesize_utterance"]
+__all__ = ["cache_dir", "shapes_dataset", "speech_corpus", "synthesize_utterance"]
+
+SHAPES = ("circle", "square", "triangle", "cross")
 
 # (F1, F2, F3) in Hz of a few vowels.
 _VOWELS = np.array(
@@ -84,4 +86,51 @@ def speech_corpus(
     tmp = root / "metadata.csv.tmp"
     tmp.write_text("\n".join(rows) + "\n")
     tmp.replace(root / "metadata.csv")  # written last: its presence marks a complete corpus
+    return root
+
+
+def _shape_mask(kind: str, size: int, cx: float, cy: float, radius: float) -> np.ndarray:
+    y, x = np.mgrid[0:size, 0:size] + 0.5
+    dx, dy = x - cx, y - cy
+    if kind == "circle":
+        return dx**2 + dy**2 <= radius**2
+    if kind == "square":
+        return (np.abs(dx) <= radius * 0.8) & (np.abs(dy) <= radius * 0.8)
+    if kind == "triangle":
+        return (dy <= radius * 0.7) & (dy >= -radius + 2 * np.abs(dx))
+    return ((np.abs(dx) <= radius * 0.3) | (np.abs(dy) <= radius * 0.3)) & (
+        np.maximum(np.abs(dx), np.abs(dy)) <= radius
+    )
+
+
+def draw_shape(rng: np.random.Generator, kind: str, size: int) -> np.ndarray:
+    """One ``(size, size, 3)`` uint8 image: a coloured shape on a striped, noisy background."""
+    y, x = np.mgrid[0:size, 0:size]
+    angle, period = rng.uniform(0, np.pi), rng.uniform(3, 8)
+    stripes = 0.5 + 0.5 * np.sin((x * np.cos(angle) + y * np.sin(angle)) * 2 * np.pi / period)
+    background = rng.uniform(0.1, 0.5, 3) * (0.6 + 0.4 * stripes[..., None])
+    image = background + 0.03 * rng.standard_normal((size, size, 3))
+    radius = rng.uniform(0.22, 0.38) * size
+    cx, cy = rng.uniform(radius, size - radius, 2)
+    mask = _shape_mask(kind, size, cx, cy, radius)
+    image[mask] = rng.uniform(0.55, 1.0, 3)
+    return (np.clip(image, 0, 1) * 255).astype(np.uint8)
+
+
+def shapes_dataset(
+    root: str | Path | None = None, n_per_class: int = 64, size: int = 16, seed: int = 0
+) -> Path:
+    """Write (once) and return a class-per-folder tree of PNG shapes, one class per shape."""
+    from PIL import Image
+
+    root = Path(root) if root is not None else cache_dir() / f"shapes-{n_per_class}-{size}-{seed}"
+    done = root / ".complete"
+    if done.is_file():
+        return root
+    rng = np.random.default_rng(seed)
+    for kind in SHAPES:
+        (root / kind).mkdir(parents=True, exist_ok=True)
+        for i in range(n_per_class):
+            Image.fromarray(draw_shape(rng, kind, size)).save(root / kind / f"{i:04d}.png")
+    done.write_text("ok\n")  # written last: marks a complete tree
     return root

@@ -5,12 +5,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from torch.utils.data import Dataset
+import numpy as np
+from torch.utils.data import Dataset, Subset
 
 from sharedflow.data.audio import AudioClips, AudioSegments
-from sharedflow.data.builtin import speech_corpus
+from sharedflow.data.builtin import shapes_dataset, speech_corpus
+from sharedflow.data.images import (
+    ImageArrays,
+    ImageFolder,
+    ImageItems,
+    load_cifar10,
+    load_imagenet64,
+    load_npy,
+)
 
-__all__ = ["DataSplits", "speech"]
+__all__ = ["DataSplits", "images", "speech"]
 
 
 @dataclass
@@ -45,3 +54,63 @@ def speech(
     train = AudioClips(root, split="train", n_test=n_test, **common)
     val = AudioClips(root, split="test", n_test=n_test, length_multiple=length_multiple, **common)
     return DataSplits(AudioSegments(train, segment_length), val, "audio")
+
+
+def images(
+    format: str = "builtin",
+    source: str | None = None,
+    val_source: str | None = None,
+    image_size: int = 16,
+    channels: int = 3,
+    hflip: bool = False,
+    n_val: int = 32,
+    builtin_per_class: int = 64,
+) -> DataSplits:
+    """Images for image flows: ``(uint8 (C, H, W), label)`` items.
+
+    Args:
+        format: ``builtin`` (labelled shapes, written on first use), ``folder``
+            (``root/<class>/<image>``), ``cifar10`` (binary batches), ``imagenet64`` (npz
+            batches; ``source`` a comma-separated list), or ``npy`` (``source`` the images,
+            ``val_source`` the labels file, optional).
+        val_source: a separate held-out source of the same format; otherwise the last
+            ``n_val`` items of ``source`` are held out (CIFAR-10 always uses its test batch).
+        hflip: random horizontal flips in training.
+    """
+    if format in ("builtin", "folder"):
+        root = (
+            shapes_dataset(n_per_class=builtin_per_class, size=image_size)
+            if format == "builtin"
+            else source
+        )
+        dataset = ImageFolder(root, image_size, channels)
+        val = ImageFolder(val_source, image_size, channels) if val_source else None
+    elif format == "cifar10":
+        dataset = ImageArrays(*load_cifar10(source, True), image_size, channels, source)
+        val = ImageArrays(*load_cifar10(source, False), image_size, channels, source)
+    elif format == "imagenet64":
+        dataset = ImageArrays(*load_imagenet64(source.split(",")), image_size, channels, source)
+        val = (
+            ImageArrays(*load_imagenet64(val_source.split(",")), image_size, channels, val_source)
+            if val_source
+            else None
+        )
+    elif format == "npy":
+        dataset = ImageArrays(*load_npy(source), image_size, channels, source)
+        val = None
+    else:
+        raise ValueError(
+            f"unknown image format {format!r}: builtin, folder, cifar10, imagenet64 or npy"
+        )
+    if val is None:
+        order = np.random.default_rng(0).permutation(len(dataset))
+        if len(dataset) <= n_val:
+            raise ValueError(
+                f"{source or 'builtin'}: {len(dataset)} images leave none to "
+                f"train on after holding out {n_val}"
+            )
+        val = Subset(dataset, order[:n_val].tolist())
+        dataset = Subset(dataset, order[n_val:].tolist())
+    if len(val) == 0:
+        raise ValueError("the held-out image set is empty")
+    return DataSplits(ImageItems(dataset, hflip), val, "image")

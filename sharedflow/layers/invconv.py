@@ -22,7 +22,8 @@ __all__ = ["InvertibleConv1x1", "LUInvertibleConv1x1"]
 
 
 def _random_rotation(n: int, generator: torch.Generator | None = None) -> Tensor:
-    q, _ = torch.linalg.qr(torch.randn(n, n, generator=generator))
+    # Made on the CPU even under a meta-device context (parameter counting): it needs values.
+    q, _ = torch.linalg.qr(torch.randn(n, n, generator=generator, device="cpu"))
     if torch.linalg.det(q) < 0:
         q[:, 0] = -q[:, 0]
     return q
@@ -75,8 +76,9 @@ class LUInvertibleConv1x1(_Conv1x1):
         s = torch.diagonal(upper)
         self.register_buffer("p", p)
         self.register_buffer("sign_s", torch.sign(s))
-        self.register_buffer("lower_mask", torch.tril(torch.ones(n_channels, n_channels), -1))
-        self.register_buffer("eye", torch.eye(n_channels))
+        ones = torch.ones(n_channels, n_channels, device="cpu")
+        self.register_buffer("lower_mask", torch.tril(ones, -1))
+        self.register_buffer("eye", torch.eye(n_channels, device="cpu"))
         self.lower = nn.Parameter(lower)
         self.upper = nn.Parameter(torch.triu(upper, 1))
         self.log_s = nn.Parameter(torch.log(s.abs()))

@@ -24,8 +24,8 @@ class Permutation(Bijection):
         self, indices: Tensor | list[int], dim: int = 1, context_dim: int | None = None
     ) -> None:
         super().__init__()
-        indices = torch.as_tensor(indices, dtype=torch.long)
-        if not torch.equal(indices.sort().values, torch.arange(len(indices))):
+        indices = torch.as_tensor(indices, dtype=torch.long, device="cpu")
+        if not torch.equal(indices.sort().values, torch.arange(len(indices), device="cpu")):
             raise ValueError(f"not a permutation of 0..{len(indices) - 1}: {indices.tolist()}")
         self.register_buffer("indices", indices)
         self.register_buffer("inverse_indices", torch.argsort(indices))
@@ -51,7 +51,7 @@ class Permutation(Bijection):
 
 def reverse(size: int, dim: int = 1, context_dim: int | None = None) -> Permutation:
     """``size - 1, ..., 0``: a flip of the axis."""
-    return Permutation(torch.arange(size - 1, -1, -1), dim, context_dim)
+    return Permutation(list(range(size - 1, -1, -1)), dim, context_dim)
 
 
 def bipartize(size: int, dim: int = 1, context_dim: int | None = None) -> Permutation:
@@ -59,8 +59,8 @@ def bipartize(size: int, dim: int = 1, context_dim: int | None = None) -> Permut
     if size % 2:
         raise ValueError(f"bipartize needs an even size, got {size}")
     half = size // 2
-    first = torch.arange(half - 1, -1, -1)
-    return Permutation(torch.cat([first, first + half]), dim, context_dim)
+    first = list(range(half - 1, -1, -1))
+    return Permutation(first + [i + half for i in first], dim, context_dim)
 
 
 def random_permutation(
@@ -68,4 +68,4 @@ def random_permutation(
 ) -> Permutation:
     """A fixed permutation drawn from ``seed``, stored as a buffer (saved with the model)."""
     generator = torch.Generator().manual_seed(seed)
-    return Permutation(torch.randperm(size, generator=generator), dim, context_dim)
+    return Permutation(torch.randperm(size, generator=generator, device="cpu"), dim, context_dim)

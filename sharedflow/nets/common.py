@@ -43,5 +43,6 @@ class ZeroConv(nn.Module):
         nn.init.zeros_(self.conv.bias)
         self.scale = nn.Parameter(torch.zeros((1, out_channels) + (1,) * n_dims))
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, context: object = None) -> Tensor:
+        """``(B, C_in, *) -> (B, C_out, *)``; a context (as for any conditioner) is ignored."""
         return self.conv(x) * torch.exp(3 * self.scale)
