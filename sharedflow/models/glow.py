@@ -3,7 +3,9 @@
 Images in ``[-0.5, 0.5)``. ``n_levels`` levels, each: a 2x2 squeeze, ``n_steps`` steps of
 [ActNorm, LU 1x1 conv, affine coupling ``z_b = (x_b + t) sigmoid(s + 2)``], then (except the last)
 a split whose learned prior ``N(mu(z_a), sigma(z_a))`` on the split-off half is an
-``InverseAffine`` coupling; a learned top prior ends the last level. Estimators are shared per
+``InverseAffine`` coupling; a learned top prior ends the last level. Each level ends by undoing
+its squeeze, so the latent is one tensor shaped like the image (a fixed rearrangement of
+Glow's factored-out pieces). Estimators are shared per
 level, as in NanoFlow's reference.
 
 Presets:
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sharedflow.core import NormalizingFlow, Sequential, StandardNormal
+from sharedflow.core import Inverse, NormalizingFlow, Sequential, StandardNormal
 from sharedflow.core.bijection import Bijection
 from sharedflow.layers import (
     ActNorm,
@@ -72,6 +74,7 @@ def _multiscale(
             prior = ZeroConv(half, c, 3)
             layers.append(AffineCoupling(prior, param=InverseAffine("interleaved")))
             layers.append(SplitOff(level(index + 1, half, s), half, "last"))
+        layers.append(Inverse(Squeeze2d(2)))  # the latent keeps the input's shape
         return Sequential(layers)
 
     if image_size % 2**n_levels:

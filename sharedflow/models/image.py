@@ -10,6 +10,7 @@ Evaluation always uses uniform dequantisation in float32, the reference protocol
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -18,9 +19,27 @@ from torch import Tensor, nn
 
 from sharedflow.core.flow import NormalizingFlow
 from sharedflow.core.metrics import bits_per_dim
+from sharedflow.layers.solve import jacobi_inverse
 from sharedflow.nets.transformer import Guidance
 
-__all__ = ["ImageFlow"]
+__all__ = ["ImageFlow", "Jacobi", "Samples"]
+
+
+@dataclass
+class Jacobi:
+    """Parallel inverse settings: stop below ``tol``; ``chunk`` tokens per Gauss-Seidel block."""
+
+    tol: float = 1e-4
+    max_iters: int | None = None
+    chunk: int | None = None
+
+
+@dataclass
+class Samples:
+    """uint8 images ``(n, C, H, W)`` and, for the Jacobi solver, iterations per layer and chunk."""
+
+    images: Tensor
+    iterations: list[list[int]] | None = None
 
 
 class ImageFlow(nn.Module):
@@ -80,7 +99,7 @@ class ImageFlow(nn.Module):
     def dequantise(self, images: Tensor, noise: str) -> Tensor:
         """uint8 ``(B, C, H, W)`` to floats in ``[-R/2, R/2)`` (plus Gaussian noise)."""
         r = self.data_range
-        u = images.float()
+        u = images.to(next(self.parameters()).dtype)
         if noise == "uniform":
             return (u + torch.rand_like(u)) / 256 * r - r / 2
         return u / 255 * r - r / 2 + self.noise_std * r / 2 * torch.randn_like(u)
@@ -107,11 +126,8 @@ class ImageFlow(nn.Module):
         images, _ = batch
         self.check_images(images)
         x = self.dequantise(images, "uniform")
-        return {
-            "bpd": bits_per_dim(
-                self.flow.log_prob(x.float(), None), self.n_dims, 8, self.data_range
-            )
-        }
+        log_prob = self.flow.log_prob(x, None)
+        return {"bpd": bits_per_dim(log_prob, self.n_dims, 8, self.data_range)}
 
     def to_uint8(self, x: Tensor) -> Tensor:
         r = self.data_range
@@ -128,7 +144,7 @@ class ImageFlow(nn.Module):
         return (x + sigma**2 * grad).detach()
 
     @torch.no_grad()
-    def sample(
+    def generate(
         self,
         n: int,
         labels: Tensor | None = None,
@@ -137,24 +153,49 @@ class ImageFlow(nn.Module):
         attn_temp: float = 1.0,
         annealed: bool = False,
         denoise: bool = False,
+        jacobi: Jacobi | None = None,
         max_tries: int = 5,
-    ) -> Tensor:
-        """``n`` uint8 images; rows that come out non-finite are drawn again."""
+    ) -> Samples:
+        """Draw ``n`` images; rows that come out non-finite are drawn again.
+
+        Args:
+            labels: ``(n,)`` classes of a conditional model (None: the unconditional branch).
+            guidance: classifier-free guidance weight ``w`` (``h_c + w (h_c - h_u)``).
+            attn_temp: attention temperature of the unconditional branch (TarFlow's guidance
+                for unconditional models, with ``guidance != 0``).
+            annealed: ramp the guidance weight over the tokens.
+            denoise: one score step ``x + sigma^2 grad log p(x)`` (noise-trained models).
+            jacobi: invert the autoregressive layers by parallel iteration instead of the
+                sequential KV-cached inverse.
+        """
         self.check_labels(labels)
         device = next(self.parameters()).device
         labels = None if labels is None else labels.to(device)
-        context = Guidance(labels, guidance, attn_temp, annealed) if guidance else labels
-        x = self.flow.sample((n, *self.image_shape), context, temperature)
+
+        def draw(rows: Tensor | None) -> tuple[Tensor, list[list[int]] | None]:
+            sub = labels if rows is None or labels is None else labels[rows]
+            count = n if rows is None else int(rows.sum())
+            context = Guidance(sub, guidance, attn_temp, annealed) if guidance else sub
+            if jacobi is None:
+                return self.flow.sample((count, *self.image_shape), context, temperature), None
+            z = self.flow.base.sample((count, *self.image_shape), temperature)
+            return jacobi_inverse(
+                self.flow.transform, z, context, jacobi.tol, jacobi.max_iters, jacobi.chunk
+            )
+
+        x, iterations = draw(None)
         for _ in range(max_tries):
             bad = ~torch.isfinite(x.flatten(1)).all(1)
             if not bad.any():
                 break
-            sub = None if labels is None else labels[bad]
-            retry = Guidance(sub, guidance, attn_temp, annealed) if guidance else sub
-            x[bad] = self.flow.sample((int(bad.sum()), *self.image_shape), retry, temperature)
+            x[bad] = draw(bad)[0]
         if denoise:
             x = self.denoise(x, labels)
-        return self.to_uint8(torch.nan_to_num(x))
+        return Samples(self.to_uint8(torch.nan_to_num(x)), iterations)
+
+    def sample(self, n: int, labels: Tensor | None = None, **options: object) -> Tensor:
+        """``n`` uint8 images ``(n, C, H, W)``; options as ``generate``."""
+        return self.generate(n, labels, **options).images
 
     def write_sample_grid(self, path: Path, temperature: float = 1.0, n: int = 16) -> Path:
         from sharedflow.data.images import save_grid

@@ -55,10 +55,13 @@ class Guidance:
 
 
 class LayerNorm32(nn.LayerNorm):
-    """LayerNorm computed in float32 and cast back (TarFlow does this under bf16 autocast)."""
+    """LayerNorm of half-precision inputs computed in float32 and cast back (as TarFlow)."""
 
     def forward(self, x: Tensor) -> Tensor:
-        return super().forward(x.float()).type_as(x)
+        if x.dtype not in (torch.float16, torch.bfloat16):
+            return super().forward(x)
+        weight, bias = self.weight.float(), self.bias.float()
+        return F.layer_norm(x.float(), self.normalized_shape, weight, bias, self.eps).type_as(x)
 
 
 class Attention(nn.Module):
@@ -214,11 +217,32 @@ class CausalTransformer(CausalNet):
         return h if step is None else h + step.bias
 
     def forward(self, x: Tensor, context: Context = None, step: StepInput | None = None) -> Tensor:
-        """``(B, T, D) -> (B, T, n_out)`` (or ``(B, T, C)`` when a head follows)."""
-        labels = context.labels if isinstance(context, Guidance) else context
+        """``(B, T, D) -> (B, T, n_out)`` (or ``(B, T, C)`` when a head follows).
+
+        A ``Guidance`` context mixes the conditional and unconditional outputs, as ``step`` does.
+        """
+        if not isinstance(context, Guidance):
+            return self._run(x, context, step, 1.0)
+        conditional = self._run(x, context.labels, step, 1.0)
+        if context.weight == 0:
+            return conditional
+        uncond = None if context.attn_temp == 1.0 else context.labels
+        unconditional = self._run(x, uncond, step, context.attn_temp)
+        weight = torch.full((x.shape[1], 1), context.weight, device=x.device, dtype=x.dtype)
+        if context.annealed:
+            weight = (
+                weight
+                * torch.arange(1, x.shape[1] + 1, device=x.device).view(-1, 1)
+                / (x.shape[1])
+            )
+        return conditional + weight * (conditional - unconditional)
+
+    def _run(
+        self, x: Tensor, labels: Tensor | None, step: StepInput | None, attn_temp: float
+    ) -> Tensor:
         h = self._embed(x, self.class_term(labels, x.shape[0], self.pos_embed), step, 0)
         for layer in self.layers:
-            h = layer(h)
+            h = layer(h, attn_temp)
         return h if self.proj_out is None else self.proj_out(h)
 
     def init_cache(self, x: Tensor, context: Context, step: StepInput | None = None) -> KVCache:

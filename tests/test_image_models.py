@@ -1,0 +1,175 @@
+"""Image flows: round trips, causality, caches, guidance, Jacobi, bits per dim, bad input."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import pytest
+import torch
+
+from sharedflow.layers.autoregressive import CausalNet
+from sharedflow.models import ImageFlow, glow, nanoflow_glow, tarflow
+from sharedflow.models.image import Jacobi
+from sharedflow.nets.transformer import CausalTransformer
+from sharedflow.sharing import deploy
+
+TINY: dict[str, Callable[[], ImageFlow]] = {
+    "tarflow": lambda: tarflow(8, 3, 2, 64, 3, 1, num_classes=3),
+    "tarflow-shift-only": lambda: tarflow(8, 3, 2, 64, 2, 1, affine=False),
+    "tarflow-shared": lambda: tarflow(8, 3, 2, 64, 2, 1, sharing="shared"),
+    "tarflow-decomposed": lambda: tarflow(8, 3, 2, 64, 3, 1, num_classes=3, sharing="decomposed"),
+    "nanoflow-tarflow": lambda: tarflow(
+        8, 3, 2, 64, 3, 1, num_classes=3, sharing="nanoflow", embedding_dim=8
+    ),
+    "glow": lambda: glow(8, 3, 2, 2, 16),
+    "glow-large": lambda: nanoflow_glow(8, 3, 2, 2, 16, 2, sharing="independent"),
+    "nanoflow-glow-naive": lambda: nanoflow_glow(8, 3, 2, 2, 16, 2, sharing="shared"),
+    "nanoflow-glow-decomp": lambda: nanoflow_glow(8, 3, 2, 2, 16, 2, sharing="decomposed"),
+    "nanoflow-glow": lambda: nanoflow_glow(8, 3, 2, 2, 16, 2, sharing="nanoflow"),
+}
+
+
+def _tiny(name: str, dtype: torch.dtype = torch.float64) -> ImageFlow:
+    torch.manual_seed(0)
+    model = TINY[name]().to(dtype)
+    images = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
+    model.train()
+    with torch.no_grad():
+        model((images, torch.zeros(4, dtype=torch.long)))  # ActNorm initialisation
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model.eval()
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_tiny_image_flow_round_trips_in_float64(name: str) -> None:
+    model = _tiny(name)
+    x = torch.rand(2, 3, 8, 8, dtype=torch.float64) - 0.5
+    labels = torch.tensor([0, 2]) if model.num_classes else None
+    z, logdet = model.flow(x, labels)
+    assert z.shape == x.shape
+    back, inverse_logdet = model.flow.transform.inverse(z, labels)
+    assert torch.allclose(back, x, atol=1e-8)
+    assert torch.allclose(logdet, -inverse_logdet, atol=1e-8)
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_deploy_form_gives_the_same_likelihood(name: str) -> None:
+    model = _tiny(name)
+    x = torch.rand(2, 3, 8, 8, dtype=torch.float64) - 0.5
+    assert torch.allclose(deploy(model).log_prob(x), model.log_prob(x), atol=1e-9)
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_sample_writes_valid_images(name: str) -> None:
+    model = _tiny(name, torch.float32)
+    labels = torch.tensor([0, 1, 2, 0]) if model.num_classes else None
+    images = model.sample(4, labels, temperature=0.7)
+    assert images.shape == (4, 3, 8, 8) and images.dtype == torch.uint8
+
+
+@pytest.mark.parametrize("name", ["tarflow", "nanoflow-tarflow"])
+def test_kv_cached_inverse_equals_the_uncached_one(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = _tiny(name)
+    z = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    labels = torch.tensor([1, 2])
+    for context in (labels, _guided(labels, 1.5), _guided(labels, 2.0, annealed=True)):
+        cached, _ = model.flow.transform.inverse(z, context)
+        with monkeypatch.context() as patch:
+            patch.setattr(CausalTransformer, "init_cache", CausalNet.init_cache)
+            patch.setattr(CausalTransformer, "step", CausalNet.step)
+            uncached, _ = model.flow.transform.inverse(z, context)
+        assert torch.allclose(cached, uncached, atol=1e-8)
+
+
+def _guided(labels: torch.Tensor, weight: float, **options: object):  # noqa: ANN202
+    from sharedflow.nets.transformer import Guidance
+
+    return Guidance(labels, weight, **options)
+
+
+def test_guidance_changes_samples_and_attention_temperature_guides_unconditional() -> None:
+    model = _tiny("tarflow")
+    z = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    labels = torch.tensor([0, 1])
+    plain, _ = model.flow.transform.inverse(z, labels)
+    guided, _ = model.flow.transform.inverse(z, _guided(labels, 2.0))
+    temp, _ = model.flow.transform.inverse(z, _guided(labels, 1.0, attn_temp=0.5))
+    assert not torch.allclose(plain, guided) and not torch.allclose(plain, temp)
+
+
+def test_transformer_flow_is_causal_over_tokens() -> None:
+    model = _tiny("tarflow")
+    block = model.flow.transform.layers[1]  # the first autoregressive block (identity order)
+    x = torch.randn(2, 16, 12, dtype=torch.float64)
+    z, _ = block(x)
+    for t in range(16):
+        x2 = x.clone()
+        x2[:, t] += 1.0
+        z2, _ = block(x2)
+        assert torch.equal(z2[:, :t], z[:, :t])
+        assert not torch.equal(z2[:, t], z[:, t])
+
+
+@pytest.mark.parametrize("chunk", [None, 4])
+def test_jacobi_inverse_matches_the_sequential_one(chunk: int | None) -> None:
+    model = _tiny("tarflow")
+    labels = torch.tensor([0, 2])
+    torch.manual_seed(3)
+    sequential = model.generate(2, labels).images
+    torch.manual_seed(3)
+    result = model.generate(2, labels, jacobi=Jacobi(tol=1e-10, chunk=chunk))
+    assert torch.equal(result.images, sequential)
+    blocks = 3
+    assert len(result.iterations) == blocks
+    assert all(sum(n) <= 16 for n in result.iterations)  # T tokens at most
+
+
+def test_jacobi_with_a_loose_tolerance_stops_early_within_it() -> None:
+    model = _tiny("tarflow")
+    z = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    from sharedflow.layers.solve import jacobi_inverse
+
+    exact, _ = model.flow.transform.inverse(z, None)
+    approx, iterations = jacobi_inverse(model.flow.transform, z, None, tol=1e-3)
+    assert (approx - exact).abs().max() < 0.05
+    assert sum(map(sum, iterations)) < 3 * 15
+
+
+def test_bits_per_dim_follow_the_tarflow_evaluation() -> None:
+    model = _tiny("tarflow")
+    images = torch.randint(0, 256, (3, 3, 8, 8), dtype=torch.uint8)
+    torch.manual_seed(5)
+    bpd = model.evaluate_batch((images, torch.zeros(3, dtype=torch.long)))["bpd"]
+    torch.manual_seed(5)
+    u = images.double()
+    x = (u + torch.rand_like(u)) / 256 * 2 - 1  # (x_int + U) / 256 * 2 - 1
+    z, logdet = model.flow(x, None)
+    d = 3 * 8 * 8
+    log_p = (-0.5 * (z**2 + math.log(2 * math.pi))).flatten(1).sum(1) - d * math.log(128)
+    reference = (-log_p / d - logdet / d) / math.log(2)
+    assert torch.allclose(bpd, reference, atol=1e-6)
+
+
+def test_denoising_moves_samples_up_the_density() -> None:
+    model = _tiny("tarflow")
+    x = torch.rand(3, 3, 8, 8, dtype=torch.float64) * 2 - 1
+    cleaned = model.denoise(x, None, sigma=0.01)
+    assert (model.log_prob(cleaned) > model.log_prob(x)).all()
+
+
+def test_image_bad_inputs_are_clear_errors() -> None:
+    model = _tiny("tarflow", torch.float32)
+    with pytest.raises(ValueError, match=r"labels must lie in 0\.\.2"):
+        model.sample(2, torch.tensor([0, 3]))
+    with pytest.raises(ValueError, match="expected images of shape"):
+        model((torch.zeros(2, 3, 16, 16, dtype=torch.uint8), torch.zeros(2, dtype=torch.long)))
+    with pytest.raises(ValueError, match="unconditional"):
+        _tiny("glow", torch.float32).sample(2, torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="not a multiple of the patch"):
+        tarflow(10, 3, 4, 64, 2, 1)
+    with pytest.raises(ValueError, match="cannot be squeezed"):
+        glow(12, 3, 3, 2, 16)
