@@ -13,7 +13,10 @@ import torch
 from torch import Tensor
 
 import sharedflow as sf
+from sharedflow.layers.prior import LearnedPrior
 from sharedflow.nets import PointwiseMLP, WaveNet2D, ZeroConv
+from sharedflow.nets.glow import GlowConvNet
+from sharedflow.nets.transformer import CausalTransformer
 from sharedflow.sharing import build_estimators
 
 
@@ -22,6 +25,7 @@ class Case:
     bijection: sf.Bijection
     x: Tensor
     context: Tensor | None = None
+    dead: tuple[str, ...] = ()  # parameters the reference applies to a zero input: no gradient
 
 
 def _mlp(c_in: int, c_out: int, context_channels: int = 0) -> PointwiseMLP:
@@ -108,7 +112,32 @@ def _waveflow_like() -> Case:
     return Case(flows, torch.randn(2, 1, 4, 4), torch.randn(2, 3, 4, 4))
 
 
+def _learned_prior() -> Case:
+    prior = LearnedPrior(ZeroConv(4, 4, 3), (4, 2, 2), sf.InverseAffine("shift_scale"))
+    return Case(prior, torch.randn(3, 2, 2, 2), dead=("net.conv.weight",))
+
+
+def _transformer_autoregressive() -> Case:
+    net = CausalTransformer(3, 64, 4, 1, num_classes=2, n_out=6)
+    flow = sf.AffineAutoregressive(sf.ShiftedOutput(net), sf.InverseAffine(), param_dim=-1)
+    return Case(flow, torch.randn(2, 5, 3), torch.tensor([1, -1]))
+
+
+def _glow_nanoflow_coupling() -> Case:
+    (estimator,) = build_estimators(
+        1,
+        lambda e: GlowConvNet(2, 6, (3, 1), e, (2, 2)),
+        lambda k: ZeroConv(6, 4, 3, init_range=0.1),
+        "nanoflow",
+        1,
+    )
+    return Case(sf.AffineCoupling(estimator, param=sf.SigmoidAffine()), torch.randn(2, 4, 2, 2))
+
+
 CASES: dict[str, Callable[[], Case]] = {
+    "learned-prior": _learned_prior,
+    "autoregressive-transformer": _transformer_autoregressive,
+    "coupling-glow-nanoflow": _glow_nanoflow_coupling,
     "actnorm-1d": lambda: Case(sf.ActNorm(3, n_spatial=1), torch.randn(4, 3, 5) * 2 + 1),
     "actnorm-2d": lambda: Case(sf.ActNorm(3), torch.randn(4, 3, 2, 3) * 2 + 1),
     "invconv-1d": lambda: Case(sf.InvertibleConv1x1(4), torch.randn(2, 4, 5)),

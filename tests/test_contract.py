@@ -15,14 +15,16 @@ def _prepare(name: str, seed: int = 0) -> Case:
     case = CASES[name]()
     bij = case.bijection.double()
     x = case.x.double()
-    context = None if case.context is None else case.context.double()
+    context = case.context
+    if context is not None and context.is_floating_point():
+        context = context.double()
     with torch.no_grad():
         bij.train()
         bij(x, context)  # data-dependent initialisation, where a layer has one
         for p in bij.parameters():
             p.add_(0.1 * torch.randn_like(p))
     bij.eval()
-    return Case(bij, x, context)
+    return Case(bij, x, context, case.dead)
 
 
 @pytest.fixture(params=sorted(CASES))
@@ -65,7 +67,8 @@ def test_gradients_reach_every_parameter(case: Case) -> None:
     (z.square().sum() - logdet.sum()).backward()
     for name, p in case.bijection.named_parameters():
         assert p.grad is not None, f"{name} gets no gradient"
-        assert p.grad.abs().sum() > 0, f"{name} gets a zero gradient"
+        if name not in case.dead:
+            assert p.grad.abs().sum() > 0, f"{name} gets a zero gradient"
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -94,7 +97,9 @@ def test_round_trip_in_float32(name: str, device: str) -> None:
     case = _prepare(name)
     bijection = case.bijection.float().to(device)
     x = case.x.float().to(device)
-    context = None if case.context is None else case.context.float().to(device)
+    context = case.context
+    if context is not None:
+        context = (context.float() if context.is_floating_point() else context).to(device)
     z, ld_forward = bijection(x, context)
     x_back, ld_inverse = bijection.inverse(z, context)
     assert z.dtype == torch.float32 and z.device.type == device
