@@ -185,6 +185,58 @@ def _synthesize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sample(args: argparse.Namespace) -> int:
+    import torch
+
+    from sharedflow.api import load_model
+    from sharedflow.data.images import save_grid
+    from sharedflow.models.image import Jacobi
+
+    model, _ = load_model(args.checkpoint, args.ema, args.average, args.device)
+    if getattr(model, "modality", None) != "image":
+        raise CommandError(f"{args.checkpoint}: not an image model ('sharedflow synthesize')")
+    labels = None
+    if args.label:
+        labels = torch.tensor([args.label[i % len(args.label)] for i in range(args.n)])
+    jacobi = Jacobi(args.jacobi, None, args.chunk) if args.jacobi else None
+    start = time.perf_counter()
+    result = model.generate(
+        args.n,
+        labels,
+        temperature=args.temperature,
+        guidance=args.guidance,
+        attn_temp=args.attn_temp,
+        annealed=args.annealed,
+        denoise=args.denoise,
+        jacobi=jacobi,
+    )
+    elapsed = time.perf_counter() - start
+    grid = save_grid(result.images, args.out)
+    print(f"{grid}: {args.n} samples in {elapsed:.2f} s")
+    if args.individual:
+        for i, image in enumerate(result.images):
+            save_grid(image[None], Path(args.individual) / f"{i:04d}.png", 1)
+        print(f"individual images: {args.individual}")
+    if result.iterations is not None:
+        total = sum(map(sum, result.iterations))
+        print(f"Jacobi iterations per block: {result.iterations} ({total} parallel passes)")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from sharedflow.compare import PRESETS, compare
+
+    names = [n for name in args.entries for n in PRESETS.get(name, [name])]
+    entries = compare(names, args.out, args.steps, args.minutes, args.seeds, args.max_items)
+    out = Path(args.out)
+    print((out / "results.md").read_text())
+    print(
+        f"wrote {out / 'results.csv'}, {out / 'results.md'}, "
+        f"{out / 'quality_vs_params.png'}, {out / 'validation_curves.png'}"
+    )
+    return 0 if any(not e.error for e in entries) else 2
+
+
 # -- the parser -----------------------------------------------------------------------------------
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -264,6 +316,43 @@ def _parser() -> argparse.ArgumentParser:
         default=True,
         help="fold weight norm and flow embeddings first (default on)",
     )
+    sample = command(
+        "sample", "image samples as a PNG grid (guidance, temperature, denoising)", _sample
+    )
+    checkpoint_options(sample)
+    sample.add_argument("--n", type=int, default=16)
+    sample.add_argument("--out", required=True, help="the grid, e.g. grid.png")
+    sample.add_argument("--individual", metavar="DIR", help="also write each image here")
+    sample.add_argument("--label", type=int, nargs="*", help="classes, cycled over the samples")
+    sample.add_argument("--guidance", type=float, default=0.0, help="guidance weight w")
+    sample.add_argument("--annealed", action="store_true", help="ramp w over the tokens")
+    sample.add_argument(
+        "--attn-temp",
+        type=float,
+        default=1.0,
+        help="attention temperature of the unconditional branch",
+    )
+    sample.add_argument("--temperature", type=float, default=1.0)
+    sample.add_argument("--denoise", action="store_true", help="score-based denoising step")
+    sample.add_argument(
+        "--jacobi", type=float, metavar="TOL", help="parallel Jacobi inverse with this tolerance"
+    )
+    sample.add_argument("--chunk", type=int, help="Gauss-Seidel-Jacobi chunk (tokens)")
+
+    comp = command(
+        "compare", "train and evaluate several recipes: parameters vs quality", _compare
+    )
+    comp.add_argument(
+        "entries",
+        nargs="+",
+        help="recipes, run directories, checkpoints, or a preset: audio-tiny, image-tiny",
+    )
+    comp.add_argument("--out", required=True)
+    budget = comp.add_mutually_exclusive_group()
+    budget.add_argument("--steps", type=int, help="training steps per entry")
+    budget.add_argument("--minutes", type=float, help="training minutes per entry")
+    comp.add_argument("--seeds", type=int, default=1)
+    comp.add_argument("--max-items", type=int, default=None, help="held-out items to evaluate")
     return parser
 
 

@@ -203,4 +203,4 @@ class ImageFlow(nn.Module):
         labels = None
         if self.num_classes:
             labels = torch.arange(n) % self.num_classes
-        return save_grid(self.sample(n, labels, temperature), path)
+        return save_grid(self.sample(n, labels, temperature=temperature), path)

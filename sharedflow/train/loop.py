@@ -69,6 +69,8 @@ class Trainer:
         paper_scale: warn when such a recipe runs on a CPU.
         sample_temperature: temperature of the periodic samples.
         progress: show a progress bar.
+        max_seconds: a training-time budget; the run ends (validated, checkpointed) once its
+            training time passes it. A resumed run counts the time already spent.
     """
 
     max_steps: int = 1000
@@ -89,6 +91,7 @@ class Trainer:
     paper_scale: bool = False
     sample_temperature: float = 0.8
     progress: bool = True
+    max_seconds: float | None = None
 
     def fit(
         self,
@@ -196,7 +199,7 @@ class Trainer:
             }
             if self.log_every and step % self.log_every == 0:
                 logger.log(last)
-            final = step == self.max_steps
+            final = step == self.max_steps or bool(self.max_seconds and clock >= self.max_seconds)
             if (self.val_every and step % self.val_every == 0) or final:
                 last.update(
                     self._validate(ema.model if ema else model, data, device, run, logger, step)
@@ -210,7 +213,11 @@ class Trainer:
                     run_dir, step, model, ema, optimizer, schedule, scaler, clock, config, run
                 )
                 tick = time.perf_counter()
+            if final:
+                break
         bar.close()
+        if run.is_main and last:  # a run resumed after its end trained nothing: keep the record
+            (run_dir / "finished.json").write_text(json.dumps(last))
         run.barrier()
         logger.close()
         return last

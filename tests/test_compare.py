@@ -1,0 +1,85 @@
+"""``sharedflow compare`` end to end on a micro comparison (a few steps)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from sharedflow.api import build_model, parameter_report
+from sharedflow.cli import main
+from sharedflow.compare import compare
+
+MICRO = ["audio/waveflow-tiny", "audio/nanoflow-tiny"]
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("compare")
+    assert (
+        main(
+            [
+                "compare",
+                *MICRO,
+                "--out",
+                str(out),
+                "--steps",
+                "2",
+                "--max-items",
+                "1",
+                "--seeds",
+                "2",
+            ]
+        )
+        == 0
+    )
+    return out
+
+
+def _rows(out: Path) -> list[dict[str, str]]:
+    with (out / "results.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_tables_and_plots_are_written(result: Path) -> None:
+    rows = _rows(result)
+    assert [r["entry"] for r in rows] == MICRO and all(r["status"] == "ok" for r in rows)
+    assert all(r["seeds"] == "2" and r["metric"] == "ll" for r in rows)
+    assert all(float(r["speed"]) > 0 and r["speed_unit"] == "kHz" for r in rows)
+    table = (result / "results.md").read_text()
+    assert "audio/nanoflow-tiny" in table and "±" in table
+    for name in ("quality_vs_params.png", "validation_curves.png"):
+        with Image.open(result / name) as image:
+            image.verify()
+            assert image.format == "PNG"
+
+
+def test_parameter_counts_equal_sharedflow_params(result: Path) -> None:
+    for row in _rows(result):
+        report = parameter_report(build_model(row["entry"], device="meta"))
+        assert int(row["params"]) == report["training"]["total"]
+        assert int(row["deploy_params"]) == report["deploy"]["total"]
+        assert int(row["shared"]) == report["training"]["shared"]
+
+
+def test_a_rerun_reuses_finished_runs(result: Path) -> None:
+    stamps = {p: p.stat().st_mtime_ns for p in result.rglob("finished.json")}
+    assert len(stamps) == 4  # two recipes, two seeds
+    entries = compare(MICRO, result, steps=2, seeds=2, max_items=1)
+    assert all(not e.error for e in entries)
+    assert stamps == {p: p.stat().st_mtime_ns for p in result.rglob("finished.json")}
+
+
+def test_failed_entries_are_reported_and_the_rest_completes(result: Path, tmp_path: Path) -> None:
+    entries = compare(
+        ["audio/nanoflow-tiny", "audio/no-such-recipe", "image/glow-tiny"],
+        result,
+        steps=2,
+        max_items=1,
+    )
+    assert not entries[0].error
+    assert "audio/no-such-recipe" in entries[1].error
+    assert "image/glow-tiny: an image model in a comparison of audio models" in entries[2].error
+    assert "failed" in (result / "results.md").read_text()
