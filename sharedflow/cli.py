@@ -237,6 +237,15 @@ def _compare(args: argparse.Namespace) -> int:
     return 0 if any(not e.error for e in entries) else 2
 
 
+def _convert(args: argparse.Namespace) -> int:
+    from sharedflow.convert import convert
+
+    overrides = {k.removeprefix("model."): v for k, v in _data_overrides(args.overrides).items()}
+    path = convert(args.kind, args.source, args.out, overrides)
+    print(f"converted {args.source} ({args.kind}) to {path}")
+    return 0
+
+
 # -- the parser -----------------------------------------------------------------------------------
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -353,6 +362,20 @@ def _parser() -> argparse.ArgumentParser:
     budget.add_argument("--minutes", type=float, help="training minutes per entry")
     comp.add_argument("--seeds", type=int, default=1)
     comp.add_argument("--max-items", type=int, default=None, help="held-out items to evaluate")
+
+    conv = command(
+        "convert",
+        "import a reference checkpoint (NVIDIA WaveGlow, L0SG WaveFlow / NanoFlow, apple TarFlow)",
+        _convert,
+    )
+    conv.add_argument(
+        "kind", choices=["waveglow", "waveflow", "nanoflow", "waveflow-parakeet", "tarflow"]
+    )
+    conv.add_argument("source", help="the reference checkpoint (.pt, .pth or .safetensors)")
+    conv.add_argument("out", help="directory for the sharedflow checkpoint")
+    conv.add_argument(
+        "overrides", nargs="*", help="model settings the weights cannot tell, e.g. height=16"
+    )
     return parser
 
 
