@@ -31,6 +31,7 @@ __all__ = [
     "evaluate_checkpoint",
     "load_model",
     "parameter_report",
+    "resynthesis_quality",
     "synthesize",
 ]
 
@@ -86,12 +87,33 @@ def evaluate_checkpoint(
     average: int = 0,
     max_items: int | None = None,
     device: str = "cpu",
+    resynthesis: bool = False,
 ) -> dict[str, float]:
-    """Held-out metrics of a checkpoint on its run's data, or on ``data_overrides`` of it."""
+    """Held-out metrics of a checkpoint on its run's data, or on ``data_overrides`` of it;
+    for vocoders with ``resynthesis``, also the MR-STFT distance and MCD of resynthesis."""
     model, config = load_model(checkpoint, ema, average, device)
     data_cfg = OmegaConf.merge(OmegaConf.create(config["data"]), data_overrides or {})
     data = build(data_cfg)
-    return evaluate(model, data.val, device, max_items)
+    result = evaluate(model, data.val, device, max_items)
+    if resynthesis and model.modality == "audio":
+        result.update(resynthesis_quality(deploy(model), data.val, max_items=max_items))
+    return result
+
+
+@torch.no_grad()
+def resynthesis_quality(
+    model: nn.Module, clips: Any, temperature: float = 0.8, max_items: int | None = None
+) -> dict[str, float]:
+    """Mean multi-resolution STFT distance and mel-cepstral distortion of resynthesised clips."""
+    from sharedflow.audio.quality import mel_cepstral_distortion, multi_resolution_stft
+
+    scores: dict[str, list[float]] = {"mrstft": [], "mcd_db": []}
+    for i in range(len(clips) if max_items is None else min(max_items, len(clips))):
+        clip = clips[i].float()
+        audio = synthesize(model, model.mel(clip), temperature)[0, : len(clip)].cpu()
+        scores["mrstft"].append(multi_resolution_stft(clip, audio))
+        scores["mcd_db"].append(mel_cepstral_distortion(clip, audio, model.sample_rate))
+    return {name: sum(values) / len(values) for name, values in scores.items()}
 
 
 @torch.no_grad()

@@ -138,12 +138,18 @@ def _evaluate(args: argparse.Namespace) -> int:
         args.average,
         args.max_items,
         args.device,
+        args.resynthesis,
     )
     if args.json:
         print(json.dumps({"checkpoint": str(args.checkpoint), **result}))
     else:
         for name, value in result.items():
-            unit = {"ll": "nats per sample (test-set LL)", "bpd": "bits per dim"}.get(name, "")
+            unit = {
+                "ll": "nats per sample (test-set LL)",
+                "bpd": "bits per dim",
+                "mrstft": "multi-resolution STFT distance",
+                "mcd_db": "dB mel-cepstral distortion",
+            }.get(name, "")
             print(f"{name}: {value:.4f} {unit}")
     return 0
 
@@ -299,6 +305,11 @@ def _parser() -> argparse.ArgumentParser:
     checkpoint_options(evaluate)
     evaluate.add_argument("overrides", nargs="*", help="data settings, e.g. source=path/to/wavs")
     evaluate.add_argument("--max-items", type=int, default=None)
+    evaluate.add_argument(
+        "--resynthesis",
+        action="store_true",
+        help="vocoders: also MR-STFT distance and MCD of resynthesised clips",
+    )
     evaluate.add_argument("--json", action="store_true")
 
     synth = command("synthesize", "wav or mel (.npy/.pt) in, 16-bit wav out", _synthesize)

@@ -124,3 +124,27 @@ def test_synthesize_refuses_bad_inputs(
     for args, message in cases:
         assert main(["synthesize", *args, "--out", str(tmp_path / "o")]) == 2
         assert message in capsys.readouterr().err
+
+
+def test_resynthesis_metrics_order_distortions() -> None:
+    from sharedflow.audio.quality import mel_cepstral_distortion, multi_resolution_stft
+
+    clip = torch.from_numpy(np.random.default_rng(0).standard_normal(22050).astype("f4")) * 0.1
+    slightly = clip + 0.01 * torch.randn_like(clip)
+    badly = clip + 0.1 * torch.randn_like(clip)
+    assert multi_resolution_stft(clip, clip) == pytest.approx(0.0, abs=1e-6)
+    assert mel_cepstral_distortion(clip, clip, 22050) == pytest.approx(0.0, abs=1e-6)
+    assert 0 < multi_resolution_stft(clip, slightly) < multi_resolution_stft(clip, badly)
+    assert (
+        0
+        < mel_cepstral_distortion(clip, slightly, 22050)
+        < mel_cepstral_distortion(clip, badly, 22050)
+    )
+
+
+def test_evaluate_reports_resynthesis_quality(
+    run_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["evaluate", str(run_dir), "--json", "--max-items", "2", "--resynthesis"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["mrstft"] > 0 and result["mcd_db"] > 0
