@@ -81,13 +81,23 @@ def run_one(name: str, what: str, device: str, dtype: str, repeats: int, threads
         temperature = 0.6 if name == "waveglow" else 1.0
         times = _time(lambda: model.synthesize(mel, temperature), repeats, dev)
         n_samples = 256 * SYNTH_FRAMES
-    peak = (torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    peak = (
+        torch.cuda.max_memory_allocated() / 2**20
+        if dev.type == "cuda"
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    )
     median = statistics.median(times)
     return {
-        "model": name, "what": what, "device": device, "dtype": dtype,
-        "params": count_parameters(model).total, "median_s": median, "min_s": min(times),
-        "khz": n_samples / median / 1000, "rtf": median / (n_samples / 22050), "peak_mb": peak,
+        "model": name,
+        "what": what,
+        "device": device,
+        "dtype": dtype,
+        "params": count_parameters(model).total,
+        "median_s": median,
+        "min_s": min(times),
+        "khz": n_samples / median / 1000,
+        "rtf": median / (n_samples / 22050),
+        "peak_mb": peak,
     }
 
 
@@ -102,23 +112,41 @@ def main() -> None:
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        result = run_one(args.models[0], args.what[0], args.device, args.dtype, args.repeats,
-                         args.threads)
+        result = run_one(
+            args.models[0], args.what[0], args.device, args.dtype, args.repeats, args.threads
+        )
         print(json.dumps(result))
         return
     print("| model | what | device | dtype | params | median s (min) | kHz | RTF | peak MB |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name in args.models:
         for what in args.what:
-            command = [sys.executable, __file__, "--one", "--models", name, "--what", what,
-                       "--device", args.device, "--dtype", args.dtype, "--repeats",
-                       str(args.repeats), "--threads", str(args.threads)]
+            command = [
+                sys.executable,
+                __file__,
+                "--one",
+                "--models",
+                name,
+                "--what",
+                what,
+                "--device",
+                args.device,
+                "--dtype",
+                args.dtype,
+                "--repeats",
+                str(args.repeats),
+                "--threads",
+                str(args.threads),
+            ]
             out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
             r = json.loads(out.strip().splitlines()[-1])
             dtype = r["dtype"] if what == "synth" else "fp32"
-            print(f"| {name} | {what} | {r['device']} | {dtype} | {r['params']:,} | "
-                  f"{r['median_s']:.2f} ({r['min_s']:.2f}) | {r['khz']:.2f} | {r['rtf']:.2f} | "
-                  f"{r['peak_mb']:.0f} |", flush=True)
+            print(
+                f"| {name} | {what} | {r['device']} | {dtype} | {r['params']:,} | "
+                f"{r['median_s']:.2f} ({r['min_s']:.2f}) | {r['khz']:.2f} | {r['rtf']:.2f} | "
+                f"{r['peak_mb']:.0f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,124 @@
+"""Image-flow benchmarks with the shapes of shared/reference/image.md section f.
+
+TarFlow small: 3x32x32 images, patch 4 (T = 64, D = 48), 256 channels, 4 blocks x 2 layers,
+affine, batch 8, x ~ U[-1, 1] + 0.05 N(0, 1). Glow: batch 8 in [-0.5, 0.5), L = 3, affine,
+LU, learned top. Median (min) in ms over --repeats runs after two warm-ups (README-size Glow:
+3 runs, 1 warm-up). Prints a Markdown table.
+
+    python bench/image.py
+    python bench/image.py --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from sharedflow.models import glow, tarflow
+from sharedflow.models.image import Jacobi
+
+
+def _time(
+    fn: Callable[[], object], repeats: int, warmup: int, device: torch.device
+) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append((time.perf_counter() - start) * 1000)
+    return times
+
+
+def tarflow_cases(device: torch.device) -> dict[str, Callable[[], object]]:
+    torch.manual_seed(0)
+    uncond = tarflow(32, 3, 4, 256, 4, 2).to(device)
+    cond = tarflow(32, 3, 4, 256, 4, 2, num_classes=10).to(device)
+    for model in (uncond, cond):  # trained-looking weights: the zero init makes sampling trivial
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.02 * torch.randn_like(p))
+    x = ((torch.rand(8, 3, 32, 32) * 2 - 1) + 0.05 * torch.randn(8, 3, 32, 32)).to(device)
+    labels = torch.arange(8, device=device)
+    optimizer = torch.optim.AdamW(uncond.parameters(), lr=1e-4)
+
+    def fwd_bwd() -> None:
+        uncond.zero_grad(set_to_none=True)
+        (-uncond.log_prob(x).mean() / uncond.n_dims).backward()
+
+    def step() -> None:
+        fwd_bwd()
+        optimizer.step()
+
+    def forward() -> None:
+        with torch.no_grad():
+            uncond.log_prob(x)
+
+    return {
+        "tarflow train fwd+bwd": fwd_bwd,
+        "tarflow train step incl. AdamW": step,
+        "tarflow forward, no_grad (likelihood)": forward,
+        "tarflow denoise step (fwd + grad wrt x)": lambda: uncond.denoise(x, None, 0.05),
+        "tarflow sample, uncond, KV cache": lambda: uncond.sample(8),
+        "tarflow sample, cond, no guidance": lambda: cond.sample(8, labels.cpu()),
+        "tarflow sample, cond, CFG w=2 annealed": lambda: cond.sample(
+            8, labels.cpu(), guidance=2.0, annealed=True
+        ),
+        "tarflow sample, uncond, attn_temp=0.5 w=1": lambda: uncond.sample(
+            8, guidance=1.0, attn_temp=0.5
+        ),
+        "tarflow sample, uncond, Jacobi tol 1e-3": lambda: uncond.sample(8, jacobi=Jacobi(1e-3)),
+        "tarflow sample, uncond, GS-Jacobi chunk 16, tol 1e-3": lambda: uncond.sample(
+            8, jacobi=Jacobi(1e-3, None, 16)
+        ),
+    }
+
+
+def glow_cases(device: torch.device, hidden: int, n_steps: int) -> dict[str, Callable]:
+    torch.manual_seed(0)
+    model = glow(32, 3, 3, n_steps, hidden).to(device)
+    x = (torch.rand(8, 3, 32, 32) - 0.5).to(device)
+    with torch.no_grad():
+        model.train()
+        model.log_prob(x)  # ActNorm initialisation
+    name = f"glow h{hidden} K{n_steps}"
+
+    def fwd_bwd() -> None:
+        model.zero_grad(set_to_none=True)
+        (-model.log_prob(x + torch.rand_like(x) / 256).mean()).backward()
+
+    return {f"{name} train fwd+bwd": fwd_bwd, f"{name} sample": lambda: model.sample(8)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    print(f"| case ({args.device}, batch 8) | median ms (min) |")
+    print("|---|---|")
+    groups = [
+        (tarflow_cases(device), args.repeats, 2),
+        (glow_cases(device, 128, 8), args.repeats, 2),
+        (glow_cases(device, 256, 32), 3, 1),
+    ]
+    for cases, repeats, warmup in groups:
+        for name, fn in cases.items():
+            times = _time(fn, repeats, warmup, device)
+            print(f"| {name} | {statistics.median(times):.1f} ({min(times):.1f}) |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
