@@ -102,7 +102,7 @@ def evaluate_checkpoint(
 
 @torch.no_grad()
 def resynthesis_quality(
-    model: nn.Module, clips: Any, temperature: float = 0.8, max_items: int | None = None
+    model: nn.Module, clips: Any, temperature: float | None = None, max_items: int | None = None
 ) -> dict[str, float]:
     """Mean multi-resolution STFT distance and mel-cepstral distortion of resynthesised clips."""
     from sharedflow.audio.quality import mel_cepstral_distortion, multi_resolution_stft
@@ -118,9 +118,10 @@ def resynthesis_quality(
 
 @torch.no_grad()
 def synthesize(
-    model: nn.Module, mel: torch.Tensor, temperature: float = 0.8, denoise: float = 0.0
+    model: nn.Module, mel: torch.Tensor, temperature: float | None = None, denoise: float = 0.0
 ) -> torch.Tensor:
-    """Audio ``(B, hop F)`` from a mel ``(B, n_mels, F)`` or ``(n_mels, F)``."""
+    """Audio ``(B, hop F)`` from a mel ``(B, n_mels, F)`` or ``(n_mels, F)``; the temperature
+    defaults to the model's own (WaveGlow 0.6, WaveFlow 1.0)."""
     from sharedflow.audio.denoise import Denoiser
 
     mel = mel[None] if mel.dim() == 2 else mel

@@ -140,18 +140,36 @@ def _evaluate(args: argparse.Namespace) -> int:
         args.device,
         args.resynthesis,
     )
+    if args.fid is not None:
+        result["fid"] = _fid(args)
     if args.json:
         print(json.dumps({"checkpoint": str(args.checkpoint), **result}))
     else:
         for name, value in result.items():
             unit = {
                 "ll": "nats per sample (test-set LL)",
+                "fid": "FID",
                 "bpd": "bits per dim",
                 "mrstft": "multi-resolution STFT distance",
                 "mcd_db": "dB mel-cepstral distortion",
             }.get(name, "")
             print(f"{name}: {value:.4f} {unit}")
     return 0
+
+
+def _fid(args: argparse.Namespace) -> float:
+    from omegaconf import OmegaConf
+
+    from sharedflow.api import load_model
+    from sharedflow.fid import load_extractor, sample_fid
+    from sharedflow.recipes import build
+
+    extractor = load_extractor(args.fid)
+    model, config = load_model(args.checkpoint, args.ema, args.average, args.device)
+    if getattr(model, "modality", None) != "image":
+        raise CommandError("FID is for image models")
+    data_cfg = OmegaConf.merge(OmegaConf.create(config["data"]), _data_overrides(args.overrides))
+    return sample_fid(model, build(data_cfg).val, extractor, args.fid_samples)
 
 
 def _synthesize(args: argparse.Namespace) -> int:
@@ -310,6 +328,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="vocoders: also MR-STFT distance and MCD of resynthesised clips",
     )
+    evaluate.add_argument(
+        "--fid",
+        metavar="INCEPTION",
+        help="image models: FID of samples, with a local TorchScript Inception feature extractor",
+    )
+    evaluate.add_argument("--fid-samples", type=int, default=1000)
     evaluate.add_argument("--json", action="store_true")
 
     synth = command("synthesize", "wav or mel (.npy/.pt) in, 16-bit wav out", _synthesize)
@@ -320,8 +344,8 @@ def _parser() -> argparse.ArgumentParser:
         "--temperature",
         "--sigma",
         type=float,
-        default=0.8,
-        help="scale of the latent noise (WaveGlow's sigma)",
+        default=None,
+        help="scale of the latent noise (default: the model's; WaveGlow 0.6, WaveFlow 1.0)",
     )
     synth.add_argument(
         "--denoise",

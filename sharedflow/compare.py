@@ -31,6 +31,7 @@ from sharedflow.train.run import train
 __all__ = ["PRESETS", "Entry", "compare"]
 
 PRESETS: dict[str, list[str]] = {
+    "micro": ["audio/waveflow-tiny", "audio/nanoflow-tiny"],  # with --steps 2: the test suite
     "audio-tiny": [
         "audio/waveflow-tiny",
         "audio/nanoflow-naive-tiny",

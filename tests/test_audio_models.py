@@ -132,3 +132,8 @@ def test_shared_waveglow_needs_equal_widths() -> None:
 def test_audio_length_must_fit_the_fold() -> None:
     with pytest.raises(ValueError, match="multiple of 4"):
         _tiny("waveflow").log_prob(torch.zeros(1, 1022, dtype=torch.float64))
+
+
+def test_default_temperatures_are_the_references() -> None:
+    assert waveglow(4, 8, 2, 2, 8, 2, n_mels=TINY_MELS).temperature == 0.6
+    assert waveflow(4, 6, 2, 2, n_mels=TINY_MELS).temperature == 1.0

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from sharedflow.cli import main
@@ -105,3 +106,35 @@ def test_image_folder_bad_inputs(tmp_path: Path) -> None:
     with pytest.raises(ImageError, match=r"small\.png: 6x9 is too small"):
         folder[names.index("small.png")]
     assert folder[names.index("ok.png")][0].shape == (3, 16, 16)
+
+
+class _TinyExtractor(torch.nn.Module):
+    """A stand-in Inception: uint8 (N, 3, H, W) -> pooled colour features (N, 12)."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.float() / 255
+        return torch.nn.functional.adaptive_avg_pool2d(x, 2).flatten(1)
+
+
+def test_fid_runs_with_local_weights_and_explains_when_they_are_missing(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    weights = tmp_path / "inception.pt"
+    torch.jit.script(_TinyExtractor()).save(str(weights))
+    assert (
+        main(["evaluate", str(run_dir), "--json", "--fid", str(weights), "--fid-samples", "32"])
+        == 0
+    )
+    assert json.loads(capsys.readouterr().out)["fid"] >= 0
+    assert main(["evaluate", str(run_dir), "--fid", str(tmp_path / "missing.pt")]) == 2
+    assert "needs Inception weights" in capsys.readouterr().err
+
+
+def test_frechet_distance_is_zero_for_equal_sets_and_grows_with_shift() -> None:
+    import numpy as np
+
+    from sharedflow.fid import frechet_distance
+
+    a = np.random.default_rng(0).standard_normal((500, 4))
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+    assert frechet_distance(a, a + 1.0) == pytest.approx(4.0, rel=1e-6)

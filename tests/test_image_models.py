@@ -74,7 +74,7 @@ def test_kv_cached_inverse_equals_the_uncached_one(
     name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     model = _tiny(name)
-    z = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    z = 0.5 * torch.randn(2, 3, 8, 8, dtype=torch.float64)  # random weights: keep x moderate
     labels = torch.tensor([1, 2])
     for context in (labels, _guided(labels, 1.5), _guided(labels, 2.0, annealed=True)):
         cached, _ = model.flow.transform.inverse(z, context)
@@ -82,6 +82,7 @@ def test_kv_cached_inverse_equals_the_uncached_one(
             patch.setattr(CausalTransformer, "init_cache", CausalNet.init_cache)
             patch.setattr(CausalTransformer, "step", CausalNet.step)
             uncached, _ = model.flow.transform.inverse(z, context)
+        assert torch.isfinite(cached).all()
         assert torch.allclose(cached, uncached, atol=1e-8)
 
 

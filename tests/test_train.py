@@ -171,3 +171,59 @@ def test_ddp_with_gloo_and_two_processes(tmp_path: Path) -> None:
     assert latest_checkpoint(run_dir).name == "ckpt-00000002"
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "val_ll" in r] == [0, 2]  # rank 0 alone writes
+
+
+def test_a_killed_training_process_resumes_from_its_last_checkpoint(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    run_dir = tmp_path / "run"
+    command = [
+        sys.executable,
+        "-m",
+        "sharedflow.cli",
+        "train",
+        "audio/waveflow-tiny",
+        *FAST,
+        f"run_dir={run_dir}",
+        "trainer.max_steps=400",
+        "trainer.ckpt_every=3",
+        "trainer.val_every=0",
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 120
+    while latest_checkpoint(run_dir) is None and time.time() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_at = latest_checkpoint(run_dir)
+    assert killed_at is not None, "no checkpoint before the kill"
+    resumed = subprocess.run(
+        [*command[:-3], "trainer.max_steps=" + str(int(killed_at.name[5:]) + 2)],
+        capture_output=True,
+        text=True,
+    )
+    assert resumed.returncode == 0, resumed.stdout[-2000:]
+    assert f"resuming from {killed_at}" in resumed.stdout
+    assert int(latest_checkpoint(run_dir).name[5:]) == int(killed_at.name[5:]) + 2
+
+
+def test_bf16_autocast_ema_and_checkpoint_averaging_on_cpu(tmp_path: Path) -> None:
+    run_dir = train(
+        "audio/nanoflow-tiny",
+        [
+            *FAST,
+            f"run_dir={tmp_path}",
+            "trainer.max_steps=4",
+            "trainer.ckpt_every=2",
+            "trainer.precision=bf16",
+            "trainer.ema_decay=0.9",
+        ],
+    )
+    assert (latest_checkpoint(run_dir) / "ema.safetensors").is_file()
+    ema, _ = load_model(run_dir, ema=True)
+    plain, _ = load_model(run_dir)
+    averaged, _ = load_model(run_dir, average=2)
+    name = next(n for n, _ in plain.named_parameters() if n.endswith("gate"))
+    values = [dict(m.named_parameters())[name] for m in (ema, plain, averaged)]
+    assert not torch.equal(values[0], values[1]) and not torch.equal(values[1], values[2])

@@ -29,6 +29,10 @@ def _random_rotation(n: int, generator: torch.Generator | None = None) -> Tensor
     return q
 
 
+def _at_least_float32(x: Tensor) -> Tensor:
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def _channel_matmul(weight: Tensor, x: Tensor) -> Tensor:
     """``(C, C) x (B, C, *spatial) -> (B, C, *spatial)`` along the channels."""
     return torch.einsum("ij,bj...->bi...", weight, x)
@@ -48,8 +52,10 @@ class _Conv1x1(Bijection):
         return _channel_matmul(self.weight_matrix(), x), self._logdet(x)
 
     def inverse(self, z: Tensor, context: Context = None) -> tuple[Tensor, Tensor]:
-        # Solved afresh each call: a cached inverse goes stale when the weights change.
-        inverse = torch.linalg.inv(self.weight_matrix())
+        # Solved afresh each call (a cached inverse goes stale when the weights change), in
+        # float32 at least: linalg has no half-precision kernels.
+        weight = self.weight_matrix()
+        inverse = torch.linalg.inv(_at_least_float32(weight)).to(weight.dtype)
         return _channel_matmul(inverse, z), -self._logdet(z)
 
 
@@ -64,7 +70,8 @@ class InvertibleConv1x1(_Conv1x1):
         return self.weight
 
     def log_abs_det(self) -> Tensor:
-        return torch.linalg.slogdet(self.weight).logabsdet
+        weight = self.weight
+        return torch.linalg.slogdet(_at_least_float32(weight)).logabsdet.to(weight.dtype)
 
 
 class LUInvertibleConv1x1(_Conv1x1):

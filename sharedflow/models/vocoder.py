@@ -23,15 +23,23 @@ class Vocoder(nn.Module):
         flow: a ``NormalizingFlow`` over ``(B, T)`` with a mel context encoder.
         mel: the mel front end used for training, evaluation and resynthesis.
         length_multiple: ``T`` must be a multiple of it (the fold: ``h`` or ``n_group``).
+        temperature: the default synthesis temperature (WaveGlow's sigma 0.6; WaveFlow 1.0).
     """
 
     modality = "audio"
 
-    def __init__(self, flow: NormalizingFlow, mel: MelSpectrogram, length_multiple: int) -> None:
+    def __init__(
+        self,
+        flow: NormalizingFlow,
+        mel: MelSpectrogram,
+        length_multiple: int,
+        temperature: float = 1.0,
+    ) -> None:
         super().__init__()
         self.flow = flow
         self.mel = mel
         self.length_multiple = length_multiple
+        self.temperature = temperature
 
     @property
     def sample_rate(self) -> int:
@@ -68,8 +76,10 @@ class Vocoder(nn.Module):
         return {"ll": -self.nll(audio)}
 
     @torch.no_grad()
-    def synthesize(self, mel: Tensor, temperature: float = 1.0) -> Tensor:
-        """Audio from a mel ``(B, n_mels, F)``: ``(B, hop * F)`` samples, ``z ~ N(0, t^2)``."""
+    def synthesize(self, mel: Tensor, temperature: float | None = None) -> Tensor:
+        """Audio from a mel ``(B, n_mels, F)``: ``(B, hop * F)`` samples, ``z ~ N(0, t^2)``
+        (``t`` defaults to the model's own)."""
         n_samples = self.hop_length * mel.shape[-1]
         n_samples -= n_samples % self.length_multiple
-        return self.flow.sample((mel.shape[0], n_samples), mel, temperature)
+        t = self.temperature if temperature is None else temperature
+        return self.flow.sample((mel.shape[0], n_samples), mel, t)

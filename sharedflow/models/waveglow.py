@@ -78,4 +78,5 @@ def waveglow(
     transform = Sequential(GroupFold(n_group), inner, Inverse(GroupFold(n_group)))
     upsampler = WaveGlowUpsampler(n_mels, n_group, hop_length, upsample_kernel)
     mel = MelSpectrogram(sample_rate=sample_rate, hop_length=hop_length, n_mels=n_mels)
-    return Vocoder(NormalizingFlow(transform, StandardNormal(), upsampler), mel, n_group)
+    flow = NormalizingFlow(transform, StandardNormal(), upsampler)
+    return Vocoder(flow, mel, n_group, temperature=0.6)  # NVIDIA's inference sigma

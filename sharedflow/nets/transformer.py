@@ -13,10 +13,11 @@ A ``Guidance`` context runs a second, unconditional branch (mean class embedding
 temperature) with its own cache, and returns ``h_c + w (h_c - h_u)`` (optionally ``w`` ramped
 linearly over tokens).
 
-NanoFlow-TarFlow: one body (position and class embeddings, the K layers) serves all flow
-blocks; each block owns its input and output projections (a stem and a head), and with
-``embedding_dim > 0`` a block embedding ``e_k`` enters through a linear map added to every
-token (foldable to a per-block bias).
+NanoFlow-TarFlow: one body (the K layers, the class embedding) serves all flow blocks; each
+block owns its input and output projections (a stem and a head). With ``embedding_dim > 0``
+each block also owns its position embedding (a step parameter) and a block embedding ``e_k``
+enters through a linear map added to every token (foldable to a per-block bias); otherwise
+(decomposed) the position embedding is shared.
 """
 
 from __future__ import annotations
@@ -119,6 +120,11 @@ class Layer(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
+def _position_embedding(n_tokens: int, channels: int) -> nn.Parameter:
+    """Learned ``(T, C)`` position embedding, ``N(0, 0.01^2)`` as TarFlow."""
+    return nn.Parameter(torch.randn(n_tokens, channels) * 1e-2)
+
+
 def zero_output(channels: int, n_out: int) -> nn.Linear:
     """TarFlow's ``proj_out``: zero weight, PyTorch's default bias init."""
     proj = nn.Linear(channels, n_out)
@@ -169,8 +175,9 @@ class CausalTransformer(CausalNet):
         if channels % HEAD_DIM:
             raise ValueError(f"channels {channels} is not a multiple of the head dim {HEAD_DIM}")
         self.channels = channels
+        self.n_tokens = n_tokens
         self.proj_in = nn.Linear(n_features, channels) if n_features else None
-        self.pos_embed = nn.Parameter(torch.randn(n_tokens, channels) * 1e-2)
+        self.pos_embed = None if embedding_dim else _position_embedding(n_tokens, channels)
         self.class_embed = (
             nn.Parameter(torch.randn(num_classes, 1, channels) * 1e-2) if num_classes else None
         )
@@ -185,10 +192,13 @@ class CausalTransformer(CausalNet):
         return (self.embedding_dim,)
 
     def init_embedding(self, weight: Tensor) -> None:
-        nn.init.normal_(weight)
+        nn.init.normal_(weight, std=0.02)  # small, like TarFlow's other embeddings
 
     def make_step_params(self) -> nn.Module:
-        return nn.Module()
+        """A block's own position embedding."""
+        params = nn.Module()
+        params.pos_embed = _position_embedding(self.n_tokens, self.channels)
+        return params
 
     def step_bias(self, embedding: Tensor, params: nn.Module) -> Tensor:
         """``(emb,) -> (C,)``, added to every token of the block."""
@@ -213,7 +223,8 @@ class CausalTransformer(CausalNet):
     def _embed(self, x: Tensor, class_term: Tensor, step: StepInput | None, start: int) -> Tensor:
         """Tokens ``start ..`` into the residual stream: ``proj_in(x) + pos + class [+ e_k]``."""
         h = x if self.proj_in is None else self.proj_in(x)
-        h = h + self.pos_embed[start : start + x.shape[1]] + class_term
+        pos = self.pos_embed if step is None else step.params.pos_embed
+        h = h + pos[start : start + x.shape[1]] + class_term
         return h if step is None else h + step.bias
 
     def forward(self, x: Tensor, context: Context = None, step: StepInput | None = None) -> Tensor:
@@ -240,7 +251,7 @@ class CausalTransformer(CausalNet):
     def _run(
         self, x: Tensor, labels: Tensor | None, step: StepInput | None, attn_temp: float
     ) -> Tensor:
-        h = self._embed(x, self.class_term(labels, x.shape[0], self.pos_embed), step, 0)
+        h = self._embed(x, self.class_term(labels, x.shape[0], x), step, 0)
         for layer in self.layers:
             h = layer(h, attn_temp)
         return h if self.proj_out is None else self.proj_out(h)
