@@ -138,3 +138,19 @@ def test_frechet_distance_is_zero_for_equal_sets_and_grows_with_shift() -> None:
     a = np.random.default_rng(0).standard_normal((500, 4))
     assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
     assert frechet_distance(a, a + 1.0) == pytest.approx(4.0, rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    "recipe", ["image/nanoflow-tarflow-tiny", "image/glow-tiny", "image/nanoflow-glow-tiny"]
+)
+def test_every_image_family_improves_on_its_initial_model(recipe: str, tmp_path: Path) -> None:
+    overrides = [
+        f"run_dir={tmp_path}",
+        "trainer.max_steps=100",
+        "trainer.val_every=100",
+        "trainer.progress=false",
+    ]
+    assert main(["train", recipe, *overrides]) == 0
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    held_out = [r["val_bpd"] for r in map(json.loads, lines) if "val_bpd" in r]
+    assert held_out[-1] < held_out[0] - 0.5
