@@ -7,12 +7,13 @@ With residual stream ``r`` and layer ``l`` of height dilation ``d_l`` and width 
     g_l = tanh(a_l[:R]) sigmoid(a_l[R:]);  [res_l, skip_l] = V_l g_l
     r <- s (r + gate_l res_l)                        (s = sqrt(1/2) in NanoFlow's WaveFlow)
 
-and the output is ``sum_l skip_l``, ``(B, R, h, W)``. The 3x3 convs see rows ``i, i - d, i - 2d``
-only, so output row ``i`` depends on input rows ``<= i``: a causal net along dim 2.
+and the output is ``sum_l skip_l``, ``(B, R, h, W)``; the last layer's residual half, which the
+reference computes and never uses, is skipped. The 3x3 convs see rows ``i, i - d, i - 2d`` only,
+so output row ``i`` depends on input rows ``<= i``: a causal net along dim 2.
 
-Generation runs row by row: ``init_cache`` computes the context terms ``M_l c`` once for every
-layer (one fused conv), and each layer keeps a queue of its past input rows, so ``step`` costs one
-row of work per layer for any height dilation.
+Generation runs row by row: ``init_cache`` computes the context terms ``M_l c`` of all layers
+once (one GEMM over positions, channels-last), and each layer keeps a queue of its past input
+rows, so ``step`` costs one row of work per layer for any height dilation.
 
 NanoFlow (``embedding_dim > 0``): a weight-normed 1x1 conv per layer maps the step embedding to
 ``b_l``, and each step owns gates ``(n_layers, R)`` (init 1) on the residual branch.
@@ -136,10 +137,13 @@ class WaveNet2D(CausalNet):
     def context_terms(self, context: Tensor) -> list[Tensor]:
         """``M_l c`` of every layer, once per call: ``(B, C_c, h, W) -> n x (B, 2R, h, W)``.
 
-        Channels-last, so that generation reads one row of each at a time cheaply.
+        One GEMM over positions; the result is channels-last, so that generation reads one row
+        of each layer's term at a time cheaply.
         """
-        context = context.contiguous(memory_format=CHANNELS_LAST)
-        return [conv(context) for conv in self.context_convs]
+        weight = torch.cat([conv.weight for conv in self.context_convs]).flatten(1)
+        bias = torch.cat([conv.bias for conv in self.context_convs])
+        terms = F.linear(context.permute(0, 2, 3, 1), weight, bias).permute(0, 3, 1, 2)
+        return list(terms.chunk(len(self.context_convs), dim=1))
 
     def _layer(
         self, layer: int, conv_out: Tensor, cond: Tensor, residual: Tensor, step: StepInput | None
@@ -148,7 +152,11 @@ class WaveNet2D(CausalNet):
         a = conv_out + cond
         if step is not None:
             a = a + step.bias[layer].view(1, -1, 1, 1)
-        res, skip = self.res_skip[layer](gated(a)).chunk(2, dim=1)
+        res_skip = self.res_skip[layer]
+        if layer == len(self.res_skip) - 1:  # the last residual half is never used: skip only
+            r = self.channels
+            return residual, F.conv2d(gated(a), res_skip.weight[r:], res_skip.bias[r:])
+        res, skip = F.conv2d(gated(a), res_skip.weight, res_skip.bias).chunk(2, dim=1)
         if step is not None:
             res = res * step.params.gate[layer].view(1, -1, 1, 1)
         return (residual + res) * self.residual_scale, skip
