@@ -75,7 +75,7 @@ class Vocoder(nn.Module):
         """Held-out metrics per clip: ``ll``, the log-likelihood in nats per sample."""
         return {"ll": -self.nll(audio)}
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def synthesize(self, mel: Tensor, temperature: float | None = None) -> Tensor:
         """Audio from a mel ``(B, n_mels, F)``: ``(B, hop * F)`` samples, ``z ~ N(0, t^2)``
         (``t`` defaults to the model's own)."""

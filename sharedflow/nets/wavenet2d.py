@@ -201,7 +201,7 @@ class WaveNet2D(CausalNet):
 
     def step(self, cache: RowCache, x_i: Tensor, i: int) -> Tensor:
         """Output row ``i`` from input row ``x_i (B, C_in, 1, W)``: ``(B, R, 1, W)``."""
-        r = self.front(x_i)
+        r = F.conv2d(x_i, self.front.weight, self.front.bias)
         skips = 0
         k = self.kernel_size - 1
         for layer, conv in enumerate(self.convs):
