@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm
 
-__all__ = ["ZeroConv", "gated", "wn"]
+__all__ = ["GateEmbedding", "StepGates", "ZeroConv", "gated", "wn"]
 
 
 def wn(module: nn.Module) -> nn.Module:
@@ -46,3 +46,49 @@ class ZeroConv(nn.Module):
     def forward(self, x: Tensor, context: object = None) -> Tensor:
         """``(B, C_in, *) -> (B, C_out, *)``; a context (as for any conditioner) is ignored."""
         return self.conv(x) * torch.exp(3 * self.scale)
+
+
+class StepGates(nn.Module):
+    """A step's own multiplicative gates on the residual branch, ``(n_gates, R)``, init 1."""
+
+    def __init__(self, n_gates: int, channels: int) -> None:
+        super().__init__()
+        self.gate = nn.Parameter(torch.ones(n_gates, channels))
+
+
+class GateEmbedding:
+    """NanoFlow's injection into a WaveNet (WaveFlow, WaveGlow), as a mixin of the net.
+
+    A weight-normed 1x1 conv per layer maps the step embedding ``e_k`` to ``b_l`` (2R channels),
+    added to that layer's gate pre-activation; each step owns gates ``(n_gates, R)`` on the
+    residual branch. The net calls ``init_gate_embedding`` and reads ``StepInput.bias[l]`` and
+    ``StepInput.params.gate[l]``.
+    """
+
+    channels: int
+
+    def init_gate_embedding(self, embedding_dim: int, n_layers: int, n_gates: int) -> None:
+        self.embedding_dim = embedding_dim
+        self.n_gates = n_gates
+        self.embedding_convs = nn.ModuleList(
+            wn(nn.Conv1d(embedding_dim, 2 * self.channels, 1))
+            for _ in range(n_layers if embedding_dim else 0)
+        )
+
+    @property
+    def embedding_shape(self) -> tuple[int, ...]:
+        return (self.embedding_dim,)
+
+    def init_embedding(self, weight: Tensor) -> None:
+        nn.init.orthogonal_(weight)
+
+    def make_step_params(self) -> nn.Module:
+        return StepGates(self.n_gates, self.channels)
+
+    def step_bias(self, embedding: Tensor, params: nn.Module) -> Tensor:
+        """``(emb,) -> (n_layers, 2R)``: each layer's 1x1 conv of the step embedding."""
+        e = embedding.reshape(1, -1, 1)
+        return torch.cat([conv(e) for conv in self.embedding_convs], dim=0).squeeze(-1)
+
+    def drop_embedding_path(self) -> None:
+        self.embedding_convs = nn.ModuleList()

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from sharedflow.core.bijection import Context
 from sharedflow.layers.autoregressive import CausalNet
-from sharedflow.nets.common import gated, wn
+from sharedflow.nets.common import GateEmbedding, gated, wn
 from sharedflow.sharing import StepInput
 
 __all__ = ["WaveNet2D", "height_dilations"]
@@ -43,14 +43,6 @@ def height_dilations(n_layers: int, cycle: int) -> list[int]:
     return [2 ** (layer % cycle) for layer in range(n_layers)]
 
 
-class StepGates(nn.Module):
-    """A step's own multiplicative gates on the residual branch, ``(n_layers, R)``, init 1."""
-
-    def __init__(self, n_layers: int, channels: int) -> None:
-        super().__init__()
-        self.gate = nn.Parameter(torch.ones(n_layers, channels))
-
-
 @dataclass
 class RowCache:
     """Row-by-row state: per-layer queues of past inputs and the precomputed context terms."""
@@ -60,7 +52,7 @@ class RowCache:
     step: StepInput | None
 
 
-class WaveNet2D(CausalNet):
+class WaveNet2D(GateEmbedding, CausalNet):
     """Dilated 2-D WaveNet, causal in height (see the module docstring).
 
     Args:
@@ -108,30 +100,7 @@ class WaveNet2D(CausalNet):
         self.res_skip = nn.ModuleList(
             wn(nn.Conv2d(channels, 2 * channels, 1)) for _ in range(n_layers)
         )
-        self.embedding_dim = embedding_dim
-        self.embedding_convs = nn.ModuleList(
-            wn(nn.Conv1d(embedding_dim, 2 * channels, 1))
-            for _ in range(n_layers if embedding_dim else 0)
-        )
-
-    # -- NanoFlow step conditioning ---------------------------------------------------------------
-    @property
-    def embedding_shape(self) -> tuple[int, ...]:
-        return (self.embedding_dim,)
-
-    def init_embedding(self, weight: Tensor) -> None:
-        nn.init.orthogonal_(weight)
-
-    def make_step_params(self) -> nn.Module:
-        return StepGates(len(self.convs), self.channels)
-
-    def step_bias(self, embedding: Tensor, params: nn.Module) -> Tensor:
-        """``(emb,) -> (n_layers, 2R)``: each layer's 1x1 conv of the step embedding."""
-        e = embedding.reshape(1, -1, 1)
-        return torch.cat([conv(e) for conv in self.embedding_convs], dim=0).squeeze(-1)
-
-    def drop_embedding_path(self) -> None:
-        self.embedding_convs = nn.ModuleList()
+        self.init_gate_embedding(embedding_dim, n_layers, n_layers)
 
     # -- the network ------------------------------------------------------------------------------
     def context_terms(self, context: Tensor) -> list[Tensor]:

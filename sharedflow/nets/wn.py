@@ -15,12 +15,10 @@ embedding to ``b_l``, and each step owns gates ``(n_layers - 1, C)`` (init 1).
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from sharedflow.core.bijection import Context
-from sharedflow.nets.common import gated, wn
-from sharedflow.nets.wavenet2d import StepGates
+from sharedflow.nets.common import GateEmbedding, gated, wn
 from sharedflow.sharing import StepInput
 
 __all__ = ["WN", "wn_end", "wn_start"]
@@ -39,7 +37,7 @@ def wn_end(channels: int, out_channels: int) -> nn.Module:
     return end
 
 
-class WN(nn.Module):
+class WN(GateEmbedding, nn.Module):
     """WaveGlow's WN body (see the module docstring).
 
     Args:
@@ -78,30 +76,7 @@ class WN(nn.Module):
             wn(nn.Conv1d(channels, 2 * channels if i < n_layers - 1 else channels, 1))
             for i in range(n_layers)
         )
-        self.embedding_dim = embedding_dim
-        self.embedding_convs = nn.ModuleList(
-            wn(nn.Conv1d(embedding_dim, 2 * channels, 1))
-            for _ in range(n_layers if embedding_dim else 0)
-        )
-
-    # -- NanoFlow step conditioning ---------------------------------------------------------------
-    @property
-    def embedding_shape(self) -> tuple[int, ...]:
-        return (self.embedding_dim,)
-
-    def init_embedding(self, weight: Tensor) -> None:
-        nn.init.orthogonal_(weight)
-
-    def make_step_params(self) -> nn.Module:
-        return StepGates(self.n_layers - 1, self.channels)
-
-    def step_bias(self, embedding: Tensor, params: nn.Module) -> Tensor:
-        """``(emb,) -> (n_layers, 2C)``."""
-        e = embedding.reshape(1, -1, 1)
-        return torch.cat([conv(e) for conv in self.embedding_convs], dim=0).squeeze(-1)
-
-    def drop_embedding_path(self) -> None:
-        self.embedding_convs = nn.ModuleList()
+        self.init_gate_embedding(embedding_dim, n_layers, n_layers - 1)  # last layer: no residual
 
     # -- the network ------------------------------------------------------------------------------
     def forward(self, h: Tensor, context: Context = None, step: StepInput | None = None) -> Tensor:
