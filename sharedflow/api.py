@@ -118,15 +118,16 @@ def resynthesis_quality(
 
 @torch.no_grad()
 def synthesize(
-    model: nn.Module, mel: torch.Tensor, temperature: float | None = None, denoise: float = 0.0
+    model: nn.Module,
+    mel: torch.Tensor,
+    temperature: float | None = None,
+    denoiser: nn.Module | None = None,
+    strength: float = 0.1,
 ) -> torch.Tensor:
     """Audio ``(B, hop F)`` from a mel ``(B, n_mels, F)`` or ``(n_mels, F)``; the temperature
-    defaults to the model's own (WaveGlow 0.6, WaveFlow 1.0)."""
-    from sharedflow.audio.denoise import Denoiser
-
+    defaults to the model's own (WaveGlow 0.6, WaveFlow 1.0). A ``Denoiser(model)``, built once
+    per model, removes its bias spectrum with ``strength``."""
     mel = mel[None] if mel.dim() == 2 else mel
     device = next(model.parameters()).device
     audio = model.synthesize(mel.to(device), temperature)
-    if denoise > 0:
-        audio = Denoiser(model)(audio, denoise)
-    return audio
+    return audio if denoiser is None else denoiser(audio, strength)

@@ -176,6 +176,7 @@ def _synthesize(args: argparse.Namespace) -> int:
     import torch
 
     from sharedflow.api import load_model, synthesize
+    from sharedflow.audio.denoise import Denoiser
     from sharedflow.audio.io import read_mel_input
     from sharedflow.sharing import deploy
     from sharedflow.train.samples import write_wav
@@ -184,13 +185,14 @@ def _synthesize(args: argparse.Namespace) -> int:
     if getattr(model, "modality", None) != "audio":
         raise CommandError(f"{args.checkpoint}: not a vocoder checkpoint ('sharedflow sample')")
     model = deploy(model) if args.deploy else model
+    denoiser = Denoiser(model) if args.denoise > 0 else None  # one bias spectrum per model
     out = Path(args.out)
     total_audio = total_time = 0.0
     for path in args.inputs:
         mels = read_mel_input(Path(path), model)
         for i, mel in enumerate(mels):
             start = time.perf_counter()
-            audio = synthesize(model, mel, args.temperature, args.denoise)[0]
+            audio = synthesize(model, mel, args.temperature, denoiser, args.denoise)[0]
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
             elapsed = time.perf_counter() - start

@@ -52,28 +52,26 @@ def _permutations(height: int, n_flows: int, kind: PermutationKind) -> list[Perm
 def _assemble(
     estimators: list[StepEstimator],
     wrap: Callable[[StepEstimator], nn.Module],
-    permutations: list[Permutation],
     permute_first: bool,
     height: int,
-    mel: MelSpectrogram,
+    permutation: PermutationKind,
+    n_mels: int,
+    sample_rate: int,
+    hop_length: int,
 ) -> Vocoder:
-    layers: list[Bijection] = [Fold2d(height)]
-    for estimator, permutation in zip(estimators, permutations, strict=True):
-        flow = AffineAutoregressive(wrap(estimator))
-        layers += [permutation, flow] if permute_first else [flow, permutation]
-    layers.append(Inverse(Fold2d(height)))
-    flow = NormalizingFlow(Sequential(layers), StandardNormal(), WaveFlowUpsampler(height))
-    return Vocoder(flow, mel, length_multiple=height)
-
-
-def _mel(n_mels: int, sample_rate: int, hop_length: int) -> MelSpectrogram:
-    return MelSpectrogram(sample_rate=sample_rate, hop_length=hop_length, n_mels=n_mels)
-
-
-def _check_hop(hop_length: int) -> None:
+    """Fold, one autoregressive flow per estimator with its row permutation, unfold."""
     if hop_length != 256:
         # The two stride-16 upsampling layers of the reference cover exactly 256 samples.
         raise ValueError("WaveFlow's mel upsampler is built for hop_length 256")
+    layers: list[Bijection] = [Fold2d(height)]
+    permutations = _permutations(height, len(estimators), permutation)
+    for estimator, perm in zip(estimators, permutations, strict=True):
+        flow = AffineAutoregressive(wrap(estimator))
+        layers += [perm, flow] if permute_first else [flow, perm]
+    layers.append(Inverse(Fold2d(height)))
+    flow = NormalizingFlow(Sequential(layers), StandardNormal(), WaveFlowUpsampler(height))
+    mel = MelSpectrogram(sample_rate=sample_rate, hop_length=hop_length, n_mels=n_mels)
+    return Vocoder(flow, mel, length_multiple=height)
 
 
 def waveflow(
@@ -95,7 +93,6 @@ def waveflow(
     embedding_dim=512)`` is NanoFlow-h16-r128-emb512 (3,865,188; 2,818,530 deployed).
     NanoFlow's shared body uses a plain residual with per-flow gates, as the reference does.
     """
-    _check_hop(hop_length)
     residual_scale = 1.0 if sharing == "nanoflow" else math.sqrt(0.5)
     dilations = height_dilations(n_layers, dilation_cycle)
     estimators = build_estimators(
@@ -105,9 +102,8 @@ def waveflow(
         sharing,
         embedding_dim,
     )
-    permutations = _permutations(height, n_flows, permutation)
     return _assemble(
-        estimators, ShiftedInput, permutations, True, height, _mel(n_mels, sample_rate, hop_length)
+        estimators, ShiftedInput, True, height, permutation, n_mels, sample_rate, hop_length
     )
 
 
@@ -130,19 +126,19 @@ def waveflow_parakeet(
     hop_length: int = 256,
 ) -> Vocoder:
     """WaveFlow as in L0SG/WaveFlow (Parakeet): ``waveflow_parakeet(16, 64)`` has 5,950,164."""
-    _check_hop(hop_length)
     dilations = height_dilations(n_layers, dilation_cycle)
     estimators = build_estimators(
         n_flows,
         lambda emb: WaveNet2D(1, n_mels, channels, n_layers, dilations, 3, 1.0),
         lambda k: _zero_projection(channels),
     )
-    permutations = _permutations(height, n_flows, permutation)
     return _assemble(
         estimators,
         lambda e: ShiftedOutput(e, context_dim=2),
-        permutations,
         False,
         height,
-        _mel(n_mels, sample_rate, hop_length),
+        permutation,
+        n_mels,
+        sample_rate,
+        hop_length,
     )
