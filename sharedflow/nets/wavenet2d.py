@@ -11,9 +11,10 @@ and the output is ``sum_l skip_l``, ``(B, R, h, W)``; the last layer's residual 
 reference computes and never uses, is skipped. The 3x3 convs see rows ``i, i - d, i - 2d`` only,
 so output row ``i`` depends on input rows ``<= i``: a causal net along dim 2.
 
-Generation runs row by row: ``init_cache`` computes the context terms ``M_l c`` of all layers
-once (one GEMM over positions, channels-last), and each layer keeps a queue of its past input
-rows, so ``step`` costs one row of work per layer for any height dilation.
+Generation runs row by row, channels-last: each layer keeps a queue of its past input rows, so
+``step`` costs one row of work per layer for any height dilation. ``init_cache`` rewrites the
+weights once so that a layer's row is a conv, a GEMM of the context row accumulated in place, one
+sigmoid, one ``addcmul`` and the residual GEMM; the skip GEMMs of all layers are one per row.
 
 NanoFlow (``embedding_dim > 0``): a weight-normed 1x1 conv per layer maps the step embedding to
 ``b_l``, and each step owns gates ``(n_layers, R)`` (init 1) on the residual branch.
@@ -45,11 +46,22 @@ def height_dilations(n_layers: int, cycle: int) -> list[int]:
 
 @dataclass
 class RowCache:
-    """Row-by-row state: per-layer queues of past inputs and the precomputed context terms."""
+    """Row-by-row state of one generation: fused weights, per-layer input queues, the context.
 
-    queues: list[Tensor]  # layer l: (B, R, 2 d_l + h, W), the top 2 d_l rows zero padding
-    context_terms: list[Tensor]  # layer l: (B, 2R, h, W)
-    step: StepInput | None
+    All rows are channels-last, ``(B, W, C)``. Layer ``l``'s queue ``(B, k d_l + h, W, R)``
+    holds its inputs below ``k d_l`` rows of zero padding. The weights are those of the module
+    docstring, rewritten once per cache (see ``WaveNet2D.init_cache``).
+    """
+
+    queues: list[Tensor]
+    context: Tensor  # (B, h, W, C_c)
+    context_weights: list[Tensor]  # (C_c, 2R): M_l transposed
+    conv_weights: list[Tensor]  # (2R, R, k, k), channels-last
+    conv_biases: list[Tensor]  # (2R,): conv, context and step biases
+    res_weights: list[Tensor]  # (R, R) each, n - 1 of them
+    res_biases: list[Tensor]
+    skip_weight: Tensor  # (R, n R)
+    skip_bias: Tensor  # (R,)
 
 
 class WaveNet2D(GateEmbedding, CausalNet):
@@ -106,8 +118,7 @@ class WaveNet2D(GateEmbedding, CausalNet):
     def context_terms(self, context: Tensor) -> list[Tensor]:
         """``M_l c`` of every layer, once per call: ``(B, C_c, h, W) -> n x (B, 2R, h, W)``.
 
-        One GEMM over positions; the result is channels-last, so that generation reads one row
-        of each layer's term at a time cheaply.
+        One GEMM over positions.
         """
         weight = torch.cat([conv.weight for conv in self.context_convs]).flatten(1)
         bias = torch.cat([conv.bias for conv in self.context_convs])
@@ -145,43 +156,89 @@ class WaveNet2D(GateEmbedding, CausalNet):
             skips = skips + skip
         return skips
 
-    @torch.no_grad()
-    def prepare_deploy(self) -> None:
-        """Store conv weights channels-last: the row convolutions of generation run 2-3x faster."""
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                module.weight.data = module.weight.data.contiguous(memory_format=CHANNELS_LAST)
-
     def init_cache(self, x: Tensor, context: Context, step: StepInput | None = None) -> RowCache:
+        """Queues and the weights of generation, computed in at least float32, then cast.
+
+        Rewritten once, so that a row costs few kernels: the tanh half of every pre-activation
+        is scaled by -2, making ``tanh(a_1) sigmoid(a_2) = s_2 - 2 s_1 s_2`` with
+        ``s = sigmoid(a)`` one sigmoid over both halves; the conv, context and step biases are
+        summed into the conv bias; the residual scale and NanoFlow's gates go into ``V_l``'s
+        residual rows (``r <- s r + s gate (V g + b)``); the skip rows of all layers form one
+        matrix, applied once per row to every layer's gate output.
+        """
         b, _, h, w = x.shape
-        queues = [
-            torch.empty(
-                b,
-                self.channels,
-                (self.kernel_size - 1) * d + h,
-                w,
-                device=x.device,
-                dtype=x.dtype,
-                memory_format=CHANNELS_LAST,
-            ).zero_()
-            for d in self.height_dilations
+        r, k, n = self.channels, self.kernel_size - 1, len(self.convs)
+        wide = torch.promote_types(x.dtype, torch.float32)
+
+        def get(t: Tensor) -> Tensor:
+            return t.to(wide)
+
+        def put(t: Tensor, memory_format: torch.memory_format = torch.contiguous_format) -> Tensor:
+            return t.to(x.dtype).contiguous(memory_format=memory_format)
+
+        half = x.new_ones(2 * r, dtype=wide)
+        half[:r] = -2.0
+        biases = [
+            get(c.bias) + get(m.bias) for c, m in zip(self.convs, self.context_convs, strict=True)
         ]
-        return RowCache(queues, self.context_terms(context), step)
+        gates = [x.new_ones(r, dtype=wide)] * (n - 1)
+        if step is not None:
+            biases = [bias + get(b_l) for bias, b_l in zip(biases, step.bias, strict=True)]
+            gates = [get(gate) for gate in step.params.gate[: n - 1]]
+        gates = [self.residual_scale * gate for gate in gates]
+        res = [(get(v.weight[:r, :, 0, 0]), get(v.bias[:r])) for v in self.res_skip[:-1]]
+        return RowCache(
+            queues=[self._queue(x, k * d) for d in self.height_dilations],
+            context=put(context.permute(0, 2, 3, 1)),
+            context_weights=[
+                put((get(m.weight[:, :, 0, 0]) * half[:, None]).T) for m in self.context_convs
+            ],
+            conv_weights=[
+                put(get(c.weight) * half.view(-1, 1, 1, 1), CHANNELS_LAST) for c in self.convs
+            ],
+            conv_biases=[put(bias * half) for bias in biases],
+            res_weights=[put(v * gate[:, None]) for (v, _), gate in zip(res, gates, strict=True)],
+            res_biases=[put(bias * gate) for (_, bias), gate in zip(res, gates, strict=True)],
+            skip_weight=put(torch.cat([v.weight[-r:, :, 0, 0] for v in self.res_skip], 1)),
+            skip_bias=put(sum(get(v.bias[-r:]) for v in self.res_skip)),
+        )
+
+    def _queue(self, x: Tensor, padding: int) -> Tensor:
+        """``(B, padding + h, W, R)``, zero in the top ``padding`` rows; steps write the rest."""
+        b, _, h, w = x.shape
+        queue = x.new_empty(b, padding + h, w, self.channels)
+        queue[:, :padding].zero_()
+        return queue
 
     def step(self, cache: RowCache, x_i: Tensor, i: int) -> Tensor:
         """Output row ``i`` from input row ``x_i (B, C_in, 1, W)``: ``(B, R, 1, W)``."""
-        r = F.conv2d(x_i, self.front.weight, self.front.bias)
-        skips = 0
-        k = self.kernel_size - 1
-        for layer, conv in enumerate(self.convs):
+        r, k, scale = self.channels, self.kernel_size - 1, self.residual_scale
+        n = len(self.convs)
+        batch, width = x_i.shape[0], x_i.shape[-1]
+        context = cache.context[:, i].flatten(0, 1)  # (B W, C_c)
+        front = F.linear(
+            x_i[:, :, 0].transpose(1, 2), self.front.weight[:, :, 0, 0], self.front.bias
+        )
+        cache.queues[0][:, k * self.height_dilations[0] + i].copy_(front)
+        gates = []
+        for layer in range(n):
             d, w = self.height_dilations[layer], self.width_dilations[layer]
             queue = cache.queues[layer]
-            queue[:, :, k * d + i].copy_(r[:, :, 0])
-            window = queue[:, :, i : i + k * d + 1 : d]  # rows i - kd .. i, every d-th
-            conv_out = F.conv2d(
-                window, conv.weight, conv.bias, dilation=(1, w), padding=(0, w * k // 2)
-            )
-            cond = cache.context_terms[layer][:, :, i : i + 1]
-            r, skip = self._layer(layer, conv_out, cond, r, cache.step)
-            skips = skips + skip
-        return skips
+            window = queue.permute(0, 3, 1, 2)[:, :, i : i + k * d + 1 : d]  # rows i-kd .. i
+            a = F.conv2d(
+                window,
+                cache.conv_weights[layer],
+                cache.conv_biases[layer],
+                dilation=(1, w),
+                padding=(0, w * k // 2),
+            )  # (B, 2R, 1, W), channels-last
+            a = a.permute(0, 2, 3, 1).view(-1, 2 * r).addmm_(context, cache.context_weights[layer])
+            a = a.sigmoid_()
+            gates.append(torch.addcmul(a[:, r:], a[:, :r], a[:, r:], value=-2.0))
+            if layer < n - 1:
+                res = F.linear(gates[-1], cache.res_weights[layer], cache.res_biases[layer])
+                res = res.view(batch, width, r).add_(queue[:, k * d + i], alpha=scale)
+                cache.queues[layer + 1][:, k * self.height_dilations[layer + 1] + i].copy_(res)
+        skips = F.linear(torch.cat(gates, -1), cache.skip_weight, cache.skip_bias)
+        skips = skips.view(batch, width, r)
+        return skips.transpose(1, 2).unsqueeze(2)
