@@ -272,10 +272,7 @@ def remove_weight_norm(model: nn.Module) -> nn.Module:
 
 
 def deploy(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` in synthesis form: weight norm removed, step embeddings folded.
-
-    Modules may define ``prepare_deploy()`` for further fusion; it runs last.
-    """
+    """A copy of ``model`` in synthesis form: weight norm removed, step embeddings folded."""
     model = copy.deepcopy(model).eval()
     for module in model.modules():
         if isinstance(module, StepEstimator):
@@ -284,8 +281,4 @@ def deploy(model: nn.Module) -> nn.Module:
         if isinstance(module, StepConditioned) and not isinstance(module, StepEstimator):
             module.drop_embedding_path()
     remove_weight_norm(model)
-    for module in model.modules():
-        prepare = getattr(module, "prepare_deploy", None)
-        if callable(prepare):
-            prepare()
     return model

@@ -11,8 +11,9 @@ and the output is ``sum_l skip_l``, ``(B, R, h, W)``; the last layer's residual 
 reference computes and never uses, is skipped. The 3x3 convs see rows ``i, i - d, i - 2d`` only,
 so output row ``i`` depends on input rows ``<= i``: a causal net along dim 2.
 
-Generation runs row by row, channels-last: each layer keeps a queue of its past input rows, so
-``step`` costs one row of work per layer for any height dilation. ``init_cache`` rewrites the
+Generation runs row by row, channels-last: each layer keeps its last ``K`` input rows per height
+dilation phase in a ring (``RowCache``), so ``step`` costs one row of work per layer for any
+height dilation, and the memory does not grow with ``h``. ``init_cache`` rewrites the
 weights once so that a layer's row is a conv, a GEMM of the context row accumulated in place, one
 sigmoid, one ``addcmul`` and the residual GEMM; the skip GEMMs of all layers are one per row.
 
@@ -22,6 +23,7 @@ NanoFlow (``embedding_dim > 0``): a weight-normed 1x1 conv per layer maps the st
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -46,17 +48,21 @@ def height_dilations(n_layers: int, cycle: int) -> list[int]:
 
 @dataclass
 class RowCache:
-    """Row-by-row state of one generation: fused weights, per-layer input queues, the context.
+    """Row-by-row state of one generation: input rings, the context, fused weights.
 
-    All rows are channels-last, ``(B, W, C)``. Layer ``l``'s queue ``(B, k d_l + h, W, R)``
-    holds its inputs below ``k d_l`` rows of zero padding. The weights are those of the module
-    docstring, rewritten once per cache (see ``WaveNet2D.init_cache``).
+    All rows are channels-last, ``(B, W, C)``. The inputs of layer ``l`` (dilation ``d``, kernel
+    height ``K``) live in ``d`` rings of ``K`` rows, ``(d, B, K, W, R)``: row ``i`` goes to ring
+    ``i mod d``, slot ``(i // d) mod K``, so the rows ``i - (K-1) d, ..., i`` that the conv of
+    row ``i`` reads are one ring, in rotated order. Each conv weight comes in ``K`` rotations,
+    ``roll(w, slot + 1)`` along the kernel height, to match; rows before 0 are the rings'
+    initial zeros. The weights are those of the module docstring,
+    rewritten once per cache (see ``WaveNet2D.init_cache``).
     """
 
-    queues: list[Tensor]
+    rings: list[Tensor]
     context: Tensor  # (B, h, W, C_c)
     context_weights: list[Tensor]  # (C_c, 2R): M_l transposed
-    conv_weights: list[Tensor]  # (2R, R, k, k), channels-last
+    conv_weights: list[list[Tensor]]  # K rotations of (2R, R, K, K), channels-last
     conv_biases: list[Tensor]  # (2R,): conv, context and step biases
     res_weights: list[Tensor]  # (R, R) each, n - 1 of them
     res_biases: list[Tensor]
@@ -157,7 +163,7 @@ class WaveNet2D(GateEmbedding, CausalNet):
         return skips
 
     def init_cache(self, x: Tensor, context: Context, step: StepInput | None = None) -> RowCache:
-        """Queues and the weights of generation, computed in at least float32, then cast.
+        """Rings and the weights of generation, computed in at least float32, then cast.
 
         Rewritten once, so that a row costs few kernels: the tanh half of every pre-activation
         is scaled by -2, making ``tanh(a_1) sigmoid(a_2) = s_2 - 2 s_1 s_2`` with
@@ -166,7 +172,6 @@ class WaveNet2D(GateEmbedding, CausalNet):
         residual rows (``r <- s r + s gate (V g + b)``); the skip rows of all layers form one
         matrix, applied once per row to every layer's gate output.
         """
-        b, _, h, w = x.shape
         r, k, n = self.channels, self.kernel_size - 1, len(self.convs)
         wide = torch.promote_types(x.dtype, torch.float32)
 
@@ -188,13 +193,17 @@ class WaveNet2D(GateEmbedding, CausalNet):
         gates = [self.residual_scale * gate for gate in gates]
         res = [(get(v.weight[:r, :, 0, 0]), get(v.bias[:r])) for v in self.res_skip[:-1]]
         return RowCache(
-            queues=[self._queue(x, k * d) for d in self.height_dilations],
+            rings=self._rings(x),
             context=put(context.permute(0, 2, 3, 1)),
             context_weights=[
                 put((get(m.weight[:, :, 0, 0]) * half[:, None]).T) for m in self.context_convs
             ],
             conv_weights=[
-                put(get(c.weight) * half.view(-1, 1, 1, 1), CHANNELS_LAST) for c in self.convs
+                [
+                    put(get(c.weight).roll(slot + 1, 2) * half.view(-1, 1, 1, 1), CHANNELS_LAST)
+                    for slot in range(k + 1)
+                ]
+                for c in self.convs
             ],
             conv_biases=[put(bias * half) for bias in biases],
             res_weights=[put(v * gate[:, None]) for (v, _), gate in zip(res, gates, strict=True)],
@@ -203,12 +212,22 @@ class WaveNet2D(GateEmbedding, CausalNet):
             skip_bias=put(sum(get(v.bias[-r:]) for v in self.res_skip)),
         )
 
-    def _queue(self, x: Tensor, padding: int) -> Tensor:
-        """``(B, padding + h, W, R)``, zero in the top ``padding`` rows; steps write the rest."""
-        b, _, h, w = x.shape
-        queue = x.new_empty(b, padding + h, w, self.channels)
-        queue[:, :padding].zero_()
-        return queue
+    def _rings(self, x: Tensor) -> list[Tensor]:
+        """Zeroed rings ``(d_l, B, K, W, R)`` of every layer, in one allocation."""
+        b, w, size = x.shape[0], x.shape[-1], self.kernel_size
+        shapes = [(d, b, size, w, self.channels) for d in self.height_dilations]
+        flat = x.new_zeros(sum(math.prod(shape) for shape in shapes))
+        rings, start = [], 0
+        for shape in shapes:
+            rings.append(flat.narrow(0, start, math.prod(shape)).view(shape))
+            start += math.prod(shape)
+        return rings
+
+    @staticmethod
+    def _slot(ring: Tensor, i: int) -> tuple[Tensor, int]:
+        """Row ``i``'s ring ``(B, K, W, R)`` and its slot in it."""
+        d, size = ring.shape[0], ring.shape[2]
+        return ring[i % d], (i // d) % size
 
     def step(self, cache: RowCache, x_i: Tensor, i: int) -> Tensor:
         """Output row ``i`` from input row ``x_i (B, C_in, 1, W)``: ``(B, R, 1, W)``."""
@@ -219,15 +238,14 @@ class WaveNet2D(GateEmbedding, CausalNet):
         front = F.linear(
             x_i[:, :, 0].transpose(1, 2), self.front.weight[:, :, 0, 0], self.front.bias
         )
-        cache.queues[0][:, k * self.height_dilations[0] + i].copy_(front)
+        ring, slot = self._slot(cache.rings[0], i)
+        ring[:, slot].copy_(front)
         gates = []
         for layer in range(n):
-            d, w = self.height_dilations[layer], self.width_dilations[layer]
-            queue = cache.queues[layer]
-            window = queue.permute(0, 3, 1, 2)[:, :, i : i + k * d + 1 : d]  # rows i-kd .. i
+            w = self.width_dilations[layer]
             a = F.conv2d(
-                window,
-                cache.conv_weights[layer],
+                ring.permute(0, 3, 1, 2),
+                cache.conv_weights[layer][slot],
                 cache.conv_biases[layer],
                 dilation=(1, w),
                 padding=(0, w * k // 2),
@@ -237,8 +255,9 @@ class WaveNet2D(GateEmbedding, CausalNet):
             gates.append(torch.addcmul(a[:, r:], a[:, :r], a[:, r:], value=-2.0))
             if layer < n - 1:
                 res = F.linear(gates[-1], cache.res_weights[layer], cache.res_biases[layer])
-                res = res.view(batch, width, r).add_(queue[:, k * d + i], alpha=scale)
-                cache.queues[layer + 1][:, k * self.height_dilations[layer + 1] + i].copy_(res)
+                res = res.view(batch, width, r).add_(ring[:, slot], alpha=scale)
+                ring, slot = self._slot(cache.rings[layer + 1], i)
+                ring[:, slot].copy_(res)
         skips = F.linear(torch.cat(gates, -1), cache.skip_weight, cache.skip_bias)
         skips = skips.view(batch, width, r)
         return skips.transpose(1, 2).unsqueeze(2)
