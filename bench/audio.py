@@ -4,7 +4,9 @@ Train step: zero_grad, log-likelihood of audio (1, 16000) in [-1, 1] given mel (
 backward (no optimiser step), training form with weight norm. Synthesis: deploy form, no_grad,
 mel (1, 80, 87) -> 22,272 samples (about 1 s), temperature 0.6 for WaveGlow and 1.0 otherwise.
 Median and min over --repeats runs after one warm-up; each model runs in its own process so
-that peak memory (max RSS) is its own. Prints a Markdown table.
+that peak memory (max RSS) is its own. Prints a Markdown table. The last column, "probe", is the
+rate of a fixed GEMM of WaveFlow's row-conv shape in the same dtype, measured around each run:
+shared VMs drift by up to ~2x, and figures compare only at similar probe rates.
 
     python bench/audio.py                       # all models, CPU, 2 threads
     python bench/audio.py --device cuda --dtype bf16
@@ -51,6 +53,14 @@ def _time(fn, repeats: int, device: torch.device) -> list[float]:  # noqa: ANN00
     return times
 
 
+def probe(device: torch.device, dtype: torch.dtype, repeats: int = 50) -> float:
+    """GFLOP/s of ``(1392, 576) @ (576, 128)``, the GEMM of one WaveFlow h16-r64 row conv."""
+    a = torch.randn(1392, 576, device=device).to(dtype)
+    b = torch.randn(576, 128, device=device).to(dtype)
+    times = _time(lambda: a @ b, repeats, device)
+    return 2 * 1392 * 576 * 128 / statistics.median(times) / 1e9
+
+
 def run_one(name: str, what: str, device: str, dtype: str, repeats: int, threads: int) -> dict:
     import importlib
 
@@ -61,6 +71,8 @@ def run_one(name: str, what: str, device: str, dtype: str, repeats: int, threads
     module, builder = MODELS[name][0].split(":")
     model = getattr(importlib.import_module(module), builder)(**MODELS[name][1])
     dev = torch.device(device)
+    cast = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+    rate = probe(dev, cast if what == "synth" else torch.float32)
     if what == "train":
         model.to(dev).train()
         audio = (0.1 * torch.randn(1, TRAIN_SAMPLES)).clamp(-1, 1).to(dev)
@@ -74,9 +86,7 @@ def run_one(name: str, what: str, device: str, dtype: str, repeats: int, threads
         times = _time(step, repeats, dev)
         n_samples = TRAIN_SAMPLES
     else:
-        model = deploy(model).to(dev)
-        cast = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
-        model = model.to(cast)
+        model = deploy(model).to(dev).to(cast)
         mel = (torch.randn(1, 80, SYNTH_FRAMES) - 5).to(dev, cast)
         temperature = 0.6 if name == "waveglow" else 1.0
         times = _time(lambda: model.synthesize(mel, temperature), repeats, dev)
@@ -98,6 +108,7 @@ def run_one(name: str, what: str, device: str, dtype: str, repeats: int, threads
         "khz": n_samples / median / 1000,
         "rtf": median / (n_samples / 22050),
         "peak_mb": peak,
+        "probe_gflops": (rate + probe(dev, cast if what == "synth" else torch.float32)) / 2,
     }
 
 
@@ -117,8 +128,11 @@ def main() -> None:
         )
         print(json.dumps(result))
         return
-    print("| model | what | device | dtype | params | median s (min) | kHz | RTF | peak MB |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(
+        "| model | what | device | dtype | params | median s (min) | kHz | RTF | peak MB "
+        "| probe GFLOP/s |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name in args.models:
         for what in args.what:
             command = [
@@ -144,7 +158,7 @@ def main() -> None:
             print(
                 f"| {name} | {what} | {r['device']} | {dtype} | {r['params']:,} | "
                 f"{r['median_s']:.2f} ({r['min_s']:.2f}) | {r['khz']:.2f} | {r['rtf']:.2f} | "
-                f"{r['peak_mb']:.0f} |",
+                f"{r['peak_mb']:.0f} | {r['probe_gflops']:.0f} |",
                 flush=True,
             )
 

@@ -11,6 +11,7 @@ from cases import _head, _wavenet
 
 import sharedflow as sf
 from sharedflow.layers.autoregressive import CausalNet
+from sharedflow.nets import WaveNet2D
 
 
 def test_group_fold_matches_waveglow_unfold() -> None:
@@ -76,15 +77,18 @@ def test_autoregressive_transform_is_causal(wrapper: str) -> None:
             assert not torch.equal(z2[:, :, t + 1 :], z[:, :, t + 1 :]), "no dependence at all"
 
 
-@pytest.mark.parametrize("dilations", [[1, 1, 1], [1, 2, 4], [2, 1, 3]])
-def test_wavenet2d_row_cache_equals_full_forward(dilations: list[int]) -> None:
+@pytest.mark.parametrize(
+    ("dilations", "kernel_size"), [([1, 1, 1], 3), ([1, 2, 4], 3), ([2, 1, 3], 3), ([1, 2, 1], 5)]
+)
+def test_wavenet2d_row_cache_equals_full_forward(dilations: list[int], kernel_size: int) -> None:
+    """13 rows: every layer's rings wrap around at least once."""
     torch.manual_seed(0)
-    net = _wavenet(dilations=dilations).double()
-    x, mel = torch.randn(2, 1, 7, 5).double(), torch.randn(2, 3, 7, 5).double()
+    net = WaveNet2D(1, 3, 4, 3, dilations, kernel_size).double()
+    x, mel = torch.randn(2, 1, 13, 9).double(), torch.randn(2, 3, 13, 9).double()
     full = net(x, mel)
     cache = net.init_cache(x, mel)
     reference_cache = CausalNet.init_cache(net, x, mel)
-    for i in range(7):
+    for i in range(13):
         row = net.step(cache, x[:, :, i : i + 1], i)
         reference = CausalNet.step(net, reference_cache, x[:, :, i : i + 1], i)
         assert torch.allclose(row, full[:, :, i : i + 1], atol=1e-12)

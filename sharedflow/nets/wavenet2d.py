@@ -38,8 +38,6 @@ from sharedflow.sharing import StepInput
 
 __all__ = ["WaveNet2D", "height_dilations"]
 
-CHANNELS_LAST = torch.channels_last
-
 
 def height_dilations(n_layers: int, cycle: int) -> list[int]:
     """``d_l = 2^(l mod cycle)``: cycle 1 gives all 1 (h <= 16); h=32 in the paper is cycle 3."""
@@ -55,8 +53,8 @@ class RowCache:
     ``i mod d``, slot ``(i // d) mod K``, so the rows ``i - (K-1) d, ..., i`` that the conv of
     row ``i`` reads are one ring, in rotated order. Each conv weight comes in ``K`` rotations,
     ``roll(w, slot + 1)`` along the kernel height, to match; rows before 0 are the rings'
-    initial zeros. The weights are those of the module docstring,
-    rewritten once per cache (see ``WaveNet2D.init_cache``).
+    initial zeros. The weights are those of the module docstring, rewritten once per cache (see
+    ``WaveNet2D.init_cache``).
     """
 
     rings: list[Tensor]
@@ -200,7 +198,10 @@ class WaveNet2D(GateEmbedding, CausalNet):
             ],
             conv_weights=[
                 [
-                    put(get(c.weight).roll(slot + 1, 2) * half.view(-1, 1, 1, 1), CHANNELS_LAST)
+                    put(
+                        get(c.weight).roll(slot + 1, 2) * half.view(-1, 1, 1, 1),
+                        torch.channels_last,
+                    )
                     for slot in range(k + 1)
                 ]
                 for c in self.convs
