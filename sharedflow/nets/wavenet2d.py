@@ -250,9 +250,9 @@ class WaveNet2D(GateEmbedding, CausalNet):
                 cache.conv_biases[layer],
                 dilation=(1, w),
                 padding=(0, w * k // 2),
-            )  # (B, 2R, 1, W), channels-last
-            a = a.permute(0, 2, 3, 1).view(-1, 2 * r).addmm_(context, cache.context_weights[layer])
-            a = a.sigmoid_()
+            )  # (B, 2R, 1, W), channels-last: the reshape is a view
+            a = a.permute(0, 2, 3, 1).reshape(-1, 2 * r)
+            a = a.addmm_(context, cache.context_weights[layer]).sigmoid_()
             gates.append(torch.addcmul(a[:, r:], a[:, :r], a[:, r:], value=-2.0))
             if layer < n - 1:
                 res = F.linear(gates[-1], cache.res_weights[layer], cache.res_biases[layer])
