@@ -64,6 +64,9 @@ TINY: dict[str, Callable[[], Vocoder]] = {
         4, 6, 2, 3, sharing="nanoflow", embedding_dim=5, n_mels=TINY_MELS
     ),
     "waveglow": lambda: waveglow(6, 8, 2, 2, 8, 2, n_mels=TINY_MELS, upsample_kernel=512),
+    "waveglow-alternating": lambda: waveglow(
+        6, 8, 2, 2, 8, 2, n_mels=TINY_MELS, upsample_kernel=512, alternate_halves=True
+    ),
     "nanoflow-waveglow": lambda: waveglow(
         6, 8, 2, 2, 8, 2, sharing="nanoflow", embedding_dim=4, n_mels=TINY_MELS
     ),

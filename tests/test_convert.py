@@ -147,3 +147,100 @@ def test_a_pickle_naming_other_code_is_refused(
     with pytest.raises(ConversionError, match="refused to unpickle"):
         read_state_dict(path)
     assert "must never run" not in capsys.readouterr().out
+
+
+def _glow_old_state(widths: list[int], n_mels: int, ch: int, n_layers: int) -> dict:
+    """A random state dict in ``glow_old.py``'s layout: per-layer cond, res and skip convs."""
+    generator = torch.Generator().manual_seed(0)
+
+    def randn(*shape: int) -> torch.Tensor:
+        return 0.3 * torch.randn(shape, generator=generator, dtype=torch.float64)
+
+    def weight_normed(prefix: str, c_out: int, c_in: int, k: int = 1) -> dict:
+        g = randn(c_out, 1, 1).abs() + 0.5
+        return {f"{prefix}.weight_v": randn(c_out, c_in, k), f"{prefix}.weight_g": g,
+                f"{prefix}.bias": randn(c_out)}  # fmt: skip
+
+    state = {"upsample.weight": randn(n_mels, n_mels, 1024), "upsample.bias": randn(n_mels)}
+    for k, width in enumerate(widths):
+        half = width // 2
+        q = torch.linalg.qr(torch.randn(width, width, generator=generator, dtype=torch.float64))
+        state[f"convinv.{k}.conv.weight"] = q[0][..., None]
+        state |= weight_normed(f"WN.{k}.start", ch, half)
+        state |= {
+            f"WN.{k}.end.weight": randn(2 * half, ch, 1),
+            f"WN.{k}.end.bias": randn(2 * half),
+        }
+        for i in range(n_layers):
+            state |= weight_normed(f"WN.{k}.in_layers.{i}", 2 * ch, ch, 3)
+            state |= weight_normed(f"WN.{k}.cond_layers.{i}", 2 * ch, 8 * n_mels)
+            state |= weight_normed(f"WN.{k}.skip_layers.{i}", ch, ch)
+            if i < n_layers - 1:
+                state |= weight_normed(f"WN.{k}.res_layers.{i}", ch, ch)
+    return state
+
+
+def _glow_old_infer(
+    state: dict, mel: torch.Tensor, z: torch.Tensor, n_layers: int
+) -> torch.Tensor:
+    """``glow_old.py``'s ``WaveGlow.infer`` spelled out on a state dict, with the noise ``z``
+    ``(B, 8, T / 8)`` given: early pieces of 2 channels every 4 flows, then the final ones."""
+    import torch.nn.functional as F
+
+    def conv(prefix: str, x: torch.Tensor, dilation: int = 1) -> torch.Tensor:
+        v, g = state[f"{prefix}.weight_v"], state[f"{prefix}.weight_g"]
+        weight = g * v / v.norm(dim=(1, 2), keepdim=True)
+        padding = dilation * (v.shape[-1] - 1) // 2
+        return F.conv1d(x, weight, state[f"{prefix}.bias"], dilation=dilation, padding=padding)
+
+    def wn(k: int, audio: torch.Tensor, spect: torch.Tensor) -> torch.Tensor:
+        h, output = conv(f"WN.{k}.start", audio), 0
+        for i in range(n_layers):
+            a = conv(f"WN.{k}.in_layers.{i}", h, 2**i) + conv(f"WN.{k}.cond_layers.{i}", spect)
+            t, s = a.chunk(2, 1)
+            acts = torch.tanh(t) * torch.sigmoid(s)
+            if i < n_layers - 1:
+                h = h + conv(f"WN.{k}.res_layers.{i}", acts)
+            output = output + conv(f"WN.{k}.skip_layers.{i}", acts)
+        return F.conv1d(output, state[f"WN.{k}.end.weight"], state[f"WN.{k}.end.bias"])
+
+    spect = F.conv_transpose1d(mel, state["upsample.weight"], state["upsample.bias"], stride=256)
+    spect = spect[:, :, : -(1024 - 256)]
+    spect = spect.unfold(2, 8, 8).permute(0, 2, 1, 3)
+    spect = spect.reshape(spect.size(0), spect.size(1), -1).permute(0, 2, 1)
+    n_flows = len([key for key in state if key.startswith("convinv.")])
+    n_early = (n_flows - 1) // 4
+    audio = z[:, 2 * n_early :]
+    for k in reversed(range(n_flows)):
+        n_half = audio.size(1) // 2
+        if k % 2 == 0:
+            audio_0, audio_1 = audio[:, :n_half], audio[:, n_half:]
+        else:
+            audio_1, audio_0 = audio[:, :n_half], audio[:, n_half:]
+        output = wn(k, audio_0, spect)
+        s, b = output[:, n_half:], output[:, :n_half]
+        audio_1 = (audio_1 - b) / torch.exp(s)
+        audio = torch.cat([audio_0, audio_1] if k % 2 == 0 else [audio_1, audio_0], 1)
+        audio = F.conv1d(audio, state[f"convinv.{k}.conv.weight"][..., 0].inverse()[..., None])
+        if k % 4 == 0 and k > 0:
+            audio = torch.cat([z[:, 2 * (k // 4 - 1) : 2 * (k // 4)], audio], 1)
+    return audio.permute(0, 2, 1).reshape(audio.size(0), -1)
+
+
+def test_glow_old_checkpoints_convert_to_the_alternating_variant_and_sample_the_same() -> None:
+    """``waveglow_old.pt``'s layout: the converted model inverts exactly as glow_old's infer."""
+    widths, n_mels, n_layers = [8, 8, 8, 8, 6, 6], 3, 2
+    state = _glow_old_state(widths, n_mels, ch=6, n_layers=n_layers)
+    model, config = convert_state("waveglow", {k: v.float() for k, v in state.items()})
+    assert config["alternate_halves"] and config["n_early_every"] == 4
+    model = model.double().eval()
+    mel = torch.randn(2, n_mels, 3, dtype=torch.float64)
+    z = torch.randn(2, 8, 96, dtype=torch.float64)
+    expected = _glow_old_infer(state, mel, z, n_layers)
+    latent = z.transpose(1, 2).reshape(2, -1)  # the grouping undone: sample 8 t + j = z[j, t]
+    with torch.no_grad():
+        audio, _ = model.flow.transform.inverse(latent, model.flow.encode(mel, latent.shape))
+    assert torch.allclose(audio, expected, atol=1e-6, rtol=1e-6)
+    # The modern layout keeps NVIDIA's public coupling order.
+    _, config = convert_state("waveglow", _state_from_manifest("waveglow"))
+    assert not config["alternate_halves"]

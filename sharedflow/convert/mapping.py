@@ -90,8 +90,27 @@ def _merge_cond_layers(ref: dict[str, Tensor]) -> dict[str, Tensor]:
     return ref
 
 
+def _merge_res_skip_layers(ref: dict[str, Tensor]) -> dict[str, Tensor]:
+    """``glow_old.py``'s separate ``res_layers`` and ``skip_layers`` become ``res_skip_layers``.
+
+    Weight norm is per output channel, so the residual rows then the skip rows stack along the
+    output axis for ``weight_g``, ``weight_v`` and ``bias`` alike; the last layer is skip only.
+    """
+    ref = dict(ref)
+    for k in range(_count(ref, r"WN\.(\d+)\.skip_layers\.")):
+        for i in range(_count(ref, rf"WN\.{k}\.skip_layers\.(\d+)\.")):
+            for name in ("weight_g", "weight_v", "bias"):
+                res = ref.pop(f"WN.{k}.res_layers.{i}.{name}", None)
+                skip = ref.pop(f"WN.{k}.skip_layers.{i}.{name}")
+                merged = skip if res is None else torch.cat([res, skip], 0)
+                ref[f"WN.{k}.res_skip_layers.{i}.{name}"] = merged
+    return ref
+
+
 def _waveglow(ref: dict[str, Tensor], overrides: dict[str, Any]) -> tuple[dict, Any, dict]:
-    ref = _merge_cond_layers(ref)
+    # The separate res/skip layers exist only in glow_old.py, which alternated the halves.
+    legacy = any(".skip_layers." in key for key in ref)
+    ref = _merge_res_skip_layers(_merge_cond_layers(ref))
     n_flows = _count(ref, r"convinv\.(\d+)\.")
     if not n_flows:
         raise KeyError("convinv.0.conv.weight")
@@ -108,6 +127,7 @@ def _waveglow(ref: dict[str, Tensor], overrides: dict[str, Any]) -> tuple[dict, 
         "kernel_size": ref["WN.0.in_layers.0.weight_v"].shape[-1],
         "n_mels": ref["upsample.weight"].shape[0],
         "upsample_kernel": ref["upsample.weight"].shape[-1],
+        "alternate_halves": legacy,
         **overrides,
     }
 

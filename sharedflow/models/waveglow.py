@@ -6,6 +6,10 @@ is a ``WN`` conditioned on the upsampled, grouped mel. Every ``n_early_every`` f
 ``n_early_size`` channels leave early for the latent, so later flows see fewer channels. The
 latent is ungrouped back to ``(B, T)``.
 
+NVIDIA's legacy ``glow_old.py`` (``waveglow_old.pt``) alternated the halves: in odd flows the
+second half conditions and the first is transformed. ``alternate_halves=True`` builds that
+variant (a swap of the halves around each odd coupling) for its converted checkpoints.
+
 Each flow's estimator is ``end(WN(start(x_a)))``: ``start`` (a stem) and ``end`` (a head) are
 sized by that flow's width, the WN body is what NanoFlow shares. With ``sharing="nanoflow"`` one
 WN serves all flows, told apart by flow embeddings and gates; no published code has it.
@@ -17,7 +21,14 @@ from sharedflow.audio.mel import MelSpectrogram
 from sharedflow.audio.upsample import WaveGlowUpsampler
 from sharedflow.core import Inverse, NormalizingFlow, Sequential, StandardNormal
 from sharedflow.core.bijection import Bijection
-from sharedflow.layers import AffineCoupling, ExpAffine, GroupFold, InvertibleConv1x1, SplitOff
+from sharedflow.layers import (
+    AffineCoupling,
+    ExpAffine,
+    GroupFold,
+    InvertibleConv1x1,
+    Permutation,
+    SplitOff,
+)
 from sharedflow.models.vocoder import Vocoder
 from sharedflow.nets.wn import WN, wn_end, wn_start
 from sharedflow.sharing import SharingMode, build_estimators
@@ -35,6 +46,14 @@ def flow_widths(n_flows: int, n_group: int, n_early_every: int, n_early_size: in
     return widths
 
 
+def _swap_halves(width: int) -> Permutation:
+    """``[x_a, x_b] -> [x_b, x_a]`` over channels (equal halves: its own inverse)."""
+    if width % 2:
+        raise ValueError(f"alternating halves needs even widths, got {width}")
+    half = width // 2
+    return Permutation([*range(half, width), *range(half)], dim=1)
+
+
 def waveglow(
     n_flows: int = 12,
     n_group: int = 8,
@@ -49,8 +68,12 @@ def waveglow(
     sample_rate: int = 22050,
     hop_length: int = 256,
     upsample_kernel: int = 1024,
+    alternate_halves: bool = False,
 ) -> Vocoder:
-    """WaveGlow; the defaults are NVIDIA's ``config.json`` (87,879,272 parameters)."""
+    """WaveGlow; the defaults are NVIDIA's ``config.json`` (87,879,272 parameters).
+
+    ``alternate_halves``: ``glow_old.py``'s coupling order (see the module docstring).
+    """
     widths = flow_widths(n_flows, n_group, n_early_every, n_early_size)
     if sharing == "shared" and len(set(widths)) > 1:
         raise ValueError(
@@ -65,10 +88,12 @@ def waveglow(
         embedding_dim,
         make_stem=lambda k: wn_start(widths[k] // 2, channels),
     )
-    steps: list[list[Bijection]] = [
-        [InvertibleConv1x1(width), AffineCoupling(estimator, param=ExpAffine("shift_scale"))]
-        for width, estimator in zip(widths, estimators, strict=True)
-    ]
+    steps: list[list[Bijection]] = []
+    for k, (width, estimator) in enumerate(zip(widths, estimators, strict=True)):
+        coupling: list[Bijection] = [AffineCoupling(estimator, param=ExpAffine("shift_scale"))]
+        if alternate_halves and k % 2:
+            coupling = [_swap_halves(width), *coupling, _swap_halves(width)]
+        steps.append([InvertibleConv1x1(width), *coupling])
     # Nest from the last flow outwards: each early output wraps the flows after it.
     inner: Bijection = Sequential([layer for step in steps[-1:] for layer in step])
     for k in range(n_flows - 2, -1, -1):
