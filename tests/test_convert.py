@@ -244,3 +244,18 @@ def test_glow_old_checkpoints_convert_to_the_alternating_variant_and_sample_the_
     # The modern layout keeps NVIDIA's public coupling order.
     _, config = convert_state("waveglow", _state_from_manifest("waveglow"))
     assert not config["alternate_halves"]
+
+
+def test_a_shift_only_tarflow_brings_its_prior_variance() -> None:
+    """TarFlow's ``var`` buffer ``(T, D)`` becomes the base's ``(C, H, W)`` variance."""
+    state = _state_from_manifest("tarflow_small_bench")
+    n_tokens, n_features = 64, 48
+    for k in range(4):
+        for name in ("weight", "bias"):
+            key = f"blocks.{k}.proj_out.{name}"
+            state[key] = state[key][:n_features]  # shift only: one output per feature
+    state["var"] = torch.rand(n_tokens, n_features) + 0.5
+    model, config = convert_state("tarflow", state)
+    assert not config["affine"]
+    tokens, _ = model.flow.transform.layers[0](model.flow.base.var[None])  # patchify it back
+    assert torch.equal(tokens[0], state["var"])

@@ -46,3 +46,24 @@ def test_context_encoder_runs_once_per_call() -> None:
     flow.log_prob(torch.randn(3, 2, 5), torch.ones(1, 1, 5))
     flow.sample((3, 2, 5), torch.ones(1, 1, 5))
     assert calls == [torch.Size([3, 2, 5])] * 2
+
+
+def test_running_variance_prior_tracks_training_latents_and_scales_samples() -> None:
+    base = sf.RunningVarianceNormal((2, 3))
+    z = torch.full((5, 2, 3), 2.0)
+    assert torch.equal(base.log_prob(z), sf.StandardNormal((2, 3)).log_prob(z))  # unit variance
+    assert torch.allclose(base.var, torch.full((2, 3), 1.3))  # 1 + 0.1 (4 - 1)
+    base.eval()
+    base.log_prob(10 * z)
+    assert torch.allclose(base.var, torch.full((2, 3), 1.3))  # no update outside training
+    base.var.fill_(4.0)
+    torch.manual_seed(0)
+    assert abs(base.sample(20_000).std().item() - 2.0) < 0.05
+    # TarFlow's shift-only variant trains it; the affine one keeps a unit prior.
+    from sharedflow.models import tarflow
+
+    model = tarflow(8, 3, 2, 64, 2, 1, affine=False)
+    assert isinstance(model.flow.base, sf.RunningVarianceNormal)
+    model.train()((torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8), None))
+    assert not torch.allclose(model.flow.base.var, torch.ones(3, 8, 8))
+    assert type(tarflow(8, 3, 2, 64, 2, 1).flow.base) is sf.StandardNormal

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from sharedflow.convert.reference import ConversionError
-from sharedflow.layers import AffineAutoregressive, AffineCoupling, InvertibleConv1x1
+from sharedflow.layers import AffineAutoregressive, AffineCoupling, InvertibleConv1x1, Patchify
 from sharedflow.recipes import build
 from sharedflow.sharing import StepEmbedding, StepEstimator
 
@@ -257,6 +257,9 @@ def _tarflow(ref: dict[str, Tensor], overrides: dict[str, Any]) -> tuple[dict, A
             sign = None if affine else (lambda t: -t)  # their z = x - b, ours z = x + h
             f.tensor(net.proj_out.weight, f"{p}.proj_out.weight", sign)
             f.tensor(net.proj_out.bias, f"{p}.proj_out.bias", sign)
+        if not affine and "var" in f.ref:  # the shift-only prior's running variance, (T, D)
+            patchify = next(m for m in model.modules() if isinstance(m, Patchify))
+            f.tensor(model.flow.base.var, "var", lambda t: patchify.inverse(t[None])[0][0])
 
     return config, fill, ref
 

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from sharedflow.core.bijection import sum_except_batch
 
-__all__ = ["DiagonalGaussian", "StandardNormal"]
+__all__ = ["DiagonalGaussian", "RunningVarianceNormal", "StandardNormal"]
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -42,6 +42,31 @@ class StandardNormal(nn.Module):
         full = _full_shape(shape, self.event_shape)
         anchor = self._anchor
         return temperature * torch.randn(full, device=anchor.device, dtype=anchor.dtype)
+
+
+class RunningVarianceNormal(StandardNormal):
+    """``N(0, I)`` for the likelihood; samples from ``N(0, diag(v))`` (TarFlow's shift-only prior).
+
+    A volume-preserving flow cannot rescale its latent, so TarFlow tracks ``v``, the per-dimension
+    second moment of the latents seen in training, ``v <- v + m (mean_batch(z^2) - v)`` with
+    ``m = 0.1``, updated by every ``log_prob`` in training mode, and scales the sampling noise by
+    ``sqrt(v)``. The loss always uses unit variance.
+    """
+
+    def __init__(self, event_shape: Sequence[int], momentum: float = 0.1) -> None:
+        super().__init__(event_shape)
+        self.momentum = momentum
+        self.register_buffer("var", torch.ones(self.event_shape))
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        if self.training:
+            with torch.no_grad():
+                self.var.lerp_(z.detach().square().mean(0).to(self.var.dtype), self.momentum)
+        return super().log_prob(z)
+
+    def sample(self, shape: int | Sequence[int], temperature: float = 1.0) -> Tensor:
+        z = super().sample(shape, temperature)
+        return z * self.var.sqrt().to(z.dtype)
 
 
 class DiagonalGaussian(nn.Module):

@@ -5,7 +5,8 @@ Images ``(B, C, H, W)`` become ``T = HW / p^2`` patch tokens of ``D = C p^2`` fe
 ``n_blocks`` affine autoregressive flows over the tokens, each a causal Transformer whose outputs
 are shifted right by one token (the first token passes unchanged), ``z = (x - b) exp(-a)``.
 Blocks alternate direction: odd blocks read the tokens reversed and give them back in raster
-order. The base is a standard normal.
+order. The base is a standard normal; the shift-only variant samples with the running variance
+of its latents (``RunningVarianceNormal``), as TarFlow does.
 
 ``sharing`` builds the blocks' Transformers: independent (TarFlow), shared, decomposed (a shared
 body with per-block input and output projections) or nanoflow (plus block embeddings).
@@ -15,7 +16,13 @@ from __future__ import annotations
 
 from torch import nn
 
-from sharedflow.core import Inverse, NormalizingFlow, Sequential, StandardNormal
+from sharedflow.core import (
+    Inverse,
+    NormalizingFlow,
+    RunningVarianceNormal,
+    Sequential,
+    StandardNormal,
+)
 from sharedflow.core.bijection import Bijection
 from sharedflow.layers import AffineAutoregressive, InverseAffine, Patchify, Shift, ShiftedOutput
 from sharedflow.layers.permute import reverse
@@ -77,5 +84,6 @@ def tarflow(
         layers += [flow] if k % 2 == 0 else [reverse(n_tokens, 1), flow, reverse(n_tokens, 1)]
     layers.append(Inverse(Patchify(patch_size, in_channels, image_size, image_size)))
     shape = (in_channels, image_size, image_size)
-    flow = NormalizingFlow(Sequential(layers), StandardNormal(shape))
+    base = StandardNormal(shape) if affine else RunningVarianceNormal(shape)
+    flow = NormalizingFlow(Sequential(layers), base)
     return ImageFlow(flow, shape, num_classes, 2.0, noise, noise_std, label_drop)
