@@ -187,9 +187,13 @@ def _synthesize(args: argparse.Namespace) -> int:
     model = deploy(model) if args.deploy else model
     denoiser = Denoiser(model) if args.denoise > 0 else None  # one bias spectrum per model
     out = Path(args.out)
+    stems = [Path(path).stem for path in args.inputs]
+    if len(set(stems)) < len(stems):
+        raise CommandError(f"inputs share a file name, so their outputs would collide: {stems}")
+    # Every input is read before anything is synthesised: a bad one costs no work.
+    inputs = [(path, read_mel_input(Path(path), model)) for path in args.inputs]
     total_audio = total_time = 0.0
-    for path in args.inputs:
-        mels = read_mel_input(Path(path), model)
+    for path, mels in inputs:
         for i, mel in enumerate(mels):
             start = time.perf_counter()
             audio = synthesize(model, mel, args.temperature, denoiser, args.denoise)[0]

@@ -124,6 +124,16 @@ def test_synthesize_refuses_bad_inputs(
     for args, message in cases:
         assert main(["synthesize", *args, "--out", str(tmp_path / "o")]) == 2
         assert message in capsys.readouterr().err
+    # A good input before a bad one: nothing is synthesised, nothing written.
+    np.save(tmp_path / "good.npy", np.zeros((80, 4), dtype="f4") - 5)
+    args = [str(run_dir), str(tmp_path / "good.npy"), str(tmp_path / "none.npy")]
+    assert main(["synthesize", *args, "--out", str(tmp_path / "o")]) == 2
+    assert "no such input" in capsys.readouterr().err and not (tmp_path / "o").exists()
+    (tmp_path / "sub").mkdir()
+    np.save(tmp_path / "sub" / "good.npy", np.zeros((80, 4), dtype="f4") - 5)
+    args = [str(run_dir), str(tmp_path / "good.npy"), str(tmp_path / "sub" / "good.npy")]
+    assert main(["synthesize", *args, "--out", str(tmp_path / "o")]) == 2
+    assert "outputs would collide" in capsys.readouterr().err
 
 
 def test_resynthesis_metrics_order_distortions() -> None:
