@@ -16,6 +16,8 @@ from typing import Any
 
 from sharedflow.train.checkpoint import latest_checkpoint
 
+DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}  # torch names, loaded lazily
+
 __all__ = ["main"]
 
 
@@ -185,13 +187,14 @@ def _synthesize(args: argparse.Namespace) -> int:
     if getattr(model, "modality", None) != "audio":
         raise CommandError(f"{args.checkpoint}: not a vocoder checkpoint ('sharedflow sample')")
     model = deploy(model) if args.deploy else model
-    denoiser = Denoiser(model) if args.denoise > 0 else None  # one bias spectrum per model
     out = Path(args.out)
     stems = [Path(path).stem for path in args.inputs]
     if len(set(stems)) < len(stems):
         raise CommandError(f"inputs share a file name, so their outputs would collide: {stems}")
     # Every input is read before anything is synthesised: a bad one costs no work.
     inputs = [(path, read_mel_input(Path(path), model)) for path in args.inputs]
+    model.flow.to(getattr(torch, DTYPES[args.dtype]))  # the mel front end stays float32
+    denoiser = Denoiser(model) if args.denoise > 0 else None  # one bias spectrum per model
     total_audio = total_time = 0.0
     for path, mels in inputs:
         for i, mel in enumerate(mels):
@@ -365,6 +368,13 @@ def _parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="fold weight norm and flow embeddings first (default on)",
+    )
+    synth.add_argument(
+        "--dtype",
+        choices=sorted(DTYPES),
+        default="fp32",
+        help="the flow's precision: bf16 for CPUs with AVX512-BF16 or AMX and for CUDA, "
+        "fp16 for CUDA",
     )
     sample = command(
         "sample", "image samples as a PNG grid (guidance, temperature, denoising)", _sample

@@ -78,7 +78,8 @@ class Vocoder(nn.Module):
     @torch.inference_mode()
     def synthesize(self, mel: Tensor, temperature: float | None = None) -> Tensor:
         """Audio from a mel ``(B, n_mels, F)``: ``(B, hop * F)`` samples, ``z ~ N(0, t^2)``
-        (``t`` defaults to the model's own)."""
+        (``t`` defaults to the model's own), in the flow's dtype (the mel is cast to it)."""
+        mel = mel.to(next(self.flow.parameters()).dtype)
         n_samples = self.hop_length * mel.shape[-1]
         n_samples -= n_samples % self.length_multiple
         t = self.temperature if temperature is None else temperature
