@@ -188,10 +188,11 @@ class Trainer:
             now = time.perf_counter()
             clock, tick = clock + now - tick, now
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.4f}")
+            loss_value = loss.item()  # one device sync per step
+            bar.set_postfix(loss=f"{loss_value:.4f}")
             last = {
                 "step": step,
-                "loss": loss.item(),
+                "loss": loss_value,
                 "lr": optimizer.param_groups[0]["lr"],
                 "grad_norm": float(grad_norm),
                 "skipped": skipped,
