@@ -15,7 +15,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from sharedflow.recipes import build, check_targets, compose
+from sharedflow.recipes import build, compose
 from sharedflow.sharing import ParameterCount, count_parameters, deploy
 from sharedflow.train.checkpoint import (
     average_weights,
@@ -69,9 +69,8 @@ def load_model(
             ``-a N``); 0 loads one checkpoint.
     """
     path = resolve_checkpoint(checkpoint)
-    config = read_config(path)
-    check_targets(config, where=str(path))
-    model = build(OmegaConf.create(config["model"]))
+    config = read_config(path)  # checked: allowlisted builders only, no interpolation
+    model = build(config["model"], where=f"{path}: model")
     if average > 1:
         run = path.parent if path.is_dir() else path.parent.parent
         average_weights(model, checkpoints(run)[-average:])

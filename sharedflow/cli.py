@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from sharedflow.train.checkpoint import latest_checkpoint
 
@@ -23,6 +23,13 @@ __all__ = ["main"]
 
 class CommandError(Exception):
     """A user-facing failure: printed as one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its usage errors on one line (``--help`` still shows the usage)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
 # -- commands -------------------------------------------------------------------------------------
@@ -279,12 +286,28 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _device(name: str) -> str:
+    """A ``--device`` value this build of torch can use."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise argparse.ArgumentTypeError(f"{name!r} is not a device ({error})") from error
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(
+            f"{name!r}: this torch build has no usable CUDA device (use cpu)"
+        )
+    return name
+
+
 # -- the parser -----------------------------------------------------------------------------------
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="sharedflow",
         description="Normalizing flows for audio and images, with NanoFlow parameter sharing.",
     )
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def command(name: str, help: str, run: Callable[[argparse.Namespace], int]) -> Any:
@@ -326,7 +349,7 @@ def _parser() -> argparse.ArgumentParser:
             metavar="N",
             help="average the run's last N checkpoints",
         )
-        sub.add_argument("--device", default="cpu")
+        sub.add_argument("--device", type=_device, default="cpu")
 
     evaluate = command("evaluate", "held-out test LL (audio) or bits per dim (images)", _evaluate)
     checkpoint_options(evaluate)
@@ -430,17 +453,33 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+USER_ERRORS = (CommandError, ValueError, OSError, KeyError, RuntimeError)
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return args.run(args)
-    except (CommandError, ValueError, FileNotFoundError, KeyError, RuntimeError) as error:
-        message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
-        print(f"sharedflow {args.command}: error: {message}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"sharedflow {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as error:
+        if args.debug:
+            raise
+        if isinstance(error, USER_ERRORS):
+            print(f"sharedflow {args.command}: error: {_one_line(error)}", file=sys.stderr)
+            return 2
+        print(
+            f"sharedflow {args.command}: internal error: {type(error).__name__}: "
+            f"{_one_line(error)} (run 'sharedflow --debug {args.command} ...' for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

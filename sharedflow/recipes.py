@@ -2,26 +2,30 @@
 
 A recipe is ``train.yaml``'s defaults (groups ``model/``, ``data/``, ``optim/``, ``schedule/``,
 ``trainer/``) plus what an experiment changes; each node is a ``_target_`` whose keys are the
-constructor's arguments. Only ``sharedflow.*`` targets are ever instantiated, so a config read
-from a checkpoint cannot name an arbitrary class.
+constructor's arguments. Only the objects on an allowlist (``BUILDERS``) are ever built, and
+configs are never interpolated while building, so a config read from a checkpoint can name
+nothing else.
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from hydra.errors import HydraException
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 __all__ = [
+    "BUILDERS",
     "RECIPES_DIR",
     "RecipeError",
+    "bind_targets",
     "build",
     "compose",
     "list_recipes",
@@ -57,28 +61,119 @@ def compose(recipe: str, overrides: list[str] | None = None) -> DictConfig:
     return cfg
 
 
-def check_targets(cfg: Any, where: str = "config") -> None:
-    """Refuse any ``_target_`` outside sharedflow."""
-    node = OmegaConf.to_container(cfg, resolve=False) if isinstance(cfg, DictConfig) else cfg
+class Builders:
+    """The allowlist: every object that a recipe or a checkpoint's config may build, by name.
+
+    A ``_target_`` is looked up here by its exact name and replaced by the registered object
+    before hydra sees the config, so hydra never imports or follows a path itself: a name that
+    walks through a module's imports (``sharedflow.recipes.os.system``) is simply not here.
+    """
+
+    def __init__(self) -> None:
+        self._objects: dict[str, Callable[..., Any]] = {}
+        self._builtin = False
+
+    def register(self, name: str, obj: Callable[..., Any]) -> None:
+        """Allow ``obj`` under ``name`` (for a user's own model, data set or schedule)."""
+        if not callable(obj):
+            raise TypeError(f"{name}: only callables can be builders")
+        self._objects[name] = obj
+
+    def __getitem__(self, name: str) -> Callable[..., Any]:
+        self._register_builtin()
+        return self._objects[name]
+
+    def __contains__(self, name: object) -> bool:
+        self._register_builtin()
+        return name in self._objects
+
+    def _register_builtin(self) -> None:
+        if self._builtin:
+            return
+        self._builtin = True
+        from sharedflow import data, models, train
+        from sharedflow.train import optim
+
+        for module, names in (
+            (
+                models,
+                ("waveglow", "waveflow", "waveflow_parakeet", "tarflow", "glow", "nanoflow_glow"),
+            ),
+            (data, ("speech", "images")),
+            (train, ("Trainer",)),
+            (optim, optim.__all__),
+        ):
+            for name in names:
+                self.register(f"{module.__name__}.{name}", getattr(module, name))
+
+
+BUILDERS = Builders()
+SPECIAL = frozenset({"_target_", "_args_", "_partial_"})
+
+
+def bind_targets(node: Any, where: str = "config") -> Any:
+    """A plain copy of ``node`` with each ``_target_`` replaced by its allowlisted object.
+
+    Every ``_target_`` is checked, however deeply nested (inside lists, ``_args_`` and partials).
+    A string that still holds an interpolation (``${...}``) is refused too: a config is data,
+    and hydra would otherwise resolve it (``${oc.env:...}``) while building.
+    """
+    if isinstance(node, DictConfig | ListConfig):
+        node = OmegaConf.to_container(node, resolve=True)
     if isinstance(node, dict):
-        target = node.get("_target_")
-        if target is not None and not str(target).startswith("sharedflow."):
-            raise RecipeError(f"{where}: refusing to instantiate {target!r} (not in sharedflow)")
+        bound = {}
         for key, value in node.items():
-            check_targets(value, f"{where}.{key}")
-    elif isinstance(node, list):
-        for i, value in enumerate(node):
-            check_targets(value, f"{where}[{i}]")
+            if key == "_target_":
+                if not isinstance(value, str) or value not in BUILDERS:
+                    raise RecipeError(
+                        f"{where}: refusing to build {value!r}: not one of sharedflow's "
+                        "builders (recipes and checkpoints may name only those)"
+                    )
+                bound[key] = BUILDERS[value]
+            else:
+                bound[key] = bind_targets(value, f"{where}.{key}")
+        return bound
+    if isinstance(node, list | tuple):
+        return [bind_targets(value, f"{where}[{i}]") for i, value in enumerate(node)]
+    if isinstance(node, str) and "${" in node:
+        raise RecipeError(f"{where}: refusing the interpolation {node!r} (a config is data)")
+    return node
 
 
-def build(node: Any, **kwargs: Any) -> Any:
-    """Instantiate a config node after checking its targets."""
-    check_targets(node)
+def check_targets(cfg: Any, where: str = "config") -> None:
+    """Raise ``RecipeError`` unless every ``_target_`` in ``cfg`` is an allowlisted builder."""
+    bind_targets(cfg, where)
+
+
+def build(node: Any, where: str = "config") -> Any:
+    """Instantiate a config node whose targets are all allowlisted builders.
+
+    ``_args_`` are positional arguments, ``_partial_: true`` returns a ``functools.partial``,
+    and nested nodes with a ``_target_`` are built first (hydra's conventions).
+    """
+    bound = bind_targets(node, where)
     try:
-        return instantiate(node, **kwargs)
-    except (HydraException, OmegaConfBaseException, TypeError) as error:
-        cause = error.__cause__ or error  # hydra wraps the builder's own exception
-        raise RecipeError(f"cannot build {node.get('_target_', '?')}: {cause}") from error
+        return _instantiate(bound)
+    except TypeError as error:  # wrong or missing arguments
+        name = getattr(bound.get("_target_") if isinstance(bound, dict) else None, "__name__", "?")
+        raise RecipeError(f"{where}: cannot build {name}: {error}") from error
+
+
+def _instantiate(node: Any) -> Any:
+    if isinstance(node, list):
+        return [_instantiate(value) for value in node]
+    if not isinstance(node, dict):
+        return node
+    if "_target_" not in node:
+        return {key: _instantiate(value) for key, value in node.items()}
+    unknown = sorted(k for k in node if k.startswith("_") and k.endswith("_") and k not in SPECIAL)
+    if unknown:
+        raise RecipeError(f"unsupported special keys {unknown} (allowed: {sorted(SPECIAL)})")
+    args = [_instantiate(value) for value in node.get("_args_", [])]
+    kwargs = {key: _instantiate(value) for key, value in node.items() if key not in SPECIAL}
+    if node.get("_partial_", False):
+        return functools.partial(node["_target_"], *args, **kwargs)
+    return node["_target_"](*args, **kwargs)
 
 
 def to_container(cfg: DictConfig) -> dict[str, Any]:

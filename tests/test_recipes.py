@@ -73,5 +73,5 @@ def test_unknown_recipe_and_unknown_key_are_clear_errors() -> None:
 
 
 def test_foreign_targets_are_refused() -> None:
-    with pytest.raises(RecipeError, match="not in sharedflow"):
+    with pytest.raises(RecipeError, match="not one of sharedflow.s builders"):
         compose("audio/waveflow-tiny", ["model._target_=os.system"])

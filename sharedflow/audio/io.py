@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from sharedflow.data.audio import load_audio
+from sharedflow.tensorfile import load_tensors
 
 __all__ = ["read_mel_input"]
 
@@ -23,7 +24,10 @@ def read_mel_input(path: Path, vocoder: nn.Module) -> list[torch.Tensor]:
         if suffix == ".npy":
             mel = torch.from_numpy(np.load(path, allow_pickle=False)).float()
         else:
-            mel = torch.load(path, map_location="cpu", weights_only=True).float()
+            mel = load_tensors(path)
+            if not isinstance(mel, torch.Tensor):
+                raise ValueError(f"{path}: holds a {type(mel).__name__}, not a mel tensor")
+            mel = mel.float()
         mel = mel[None] if mel.dim() == 2 else mel
         n_mels = vocoder.mel.n_mels
         if mel.dim() != 3 or mel.shape[1] != n_mels:

@@ -19,6 +19,8 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor
 
+from sharedflow.tensorfile import refusal_reason
+
 __all__ = ["ConversionError", "read_state_dict"]
 
 # Classes a WaveGlow / WaveFlow / NanoFlow / TarFlow checkpoint may name, besides tensors.
@@ -78,10 +80,9 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
         with torch.serialization.safe_globals([*stand_ins, OrderedDict, set]):
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        reason = str(error).strip().splitlines()[0]
         raise ConversionError(
-            f"{path}: refused to unpickle ({reason}); only tensors and the state of known "
-            "WaveGlow/WaveFlow/TarFlow classes are read"
+            f"{path}: refused to unpickle ({refusal_reason(error)}); only tensors and the "
+            "state of known WaveGlow/WaveFlow/TarFlow classes are read"
         ) from error
     except (RuntimeError, OSError, EOFError) as error:
         raise ConversionError(f"{path}: not a readable checkpoint ({error})") from error

@@ -20,6 +20,8 @@ from safetensors import safe_open
 from safetensors.torch import load_model, save_model
 from torch import nn
 
+from sharedflow.tensorfile import load_tensors
+
 __all__ = [
     "CheckpointError",
     "average_weights",
@@ -74,13 +76,38 @@ def _weights_file(checkpoint: Path) -> Path:
     return checkpoint if checkpoint.is_file() else checkpoint / MODEL_FILE
 
 
+def _open(path: Path) -> Any:
+    """``safe_open`` with a broken file turned into an error that names it."""
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing")
+    try:
+        return safe_open(str(path), framework="pt")
+    except Exception as error:  # safetensors raises its own error types for broken files
+        raise CheckpointError(f"{path}: not a readable safetensors file ({error})") from error
+
+
 def read_config(checkpoint: str | Path) -> dict[str, Any]:
-    """The resolved config stored with the weights."""
-    with safe_open(str(_weights_file(Path(checkpoint))), framework="pt") as f:
+    """The resolved config stored with the weights, checked as untrusted data.
+
+    It must be a mapping with a ``model`` node, hold no interpolation, and name only
+    allowlisted builders (``sharedflow.recipes.BUILDERS``); anything else is refused before
+    a single object is built.
+    """
+    from sharedflow.recipes import bind_targets
+
+    path = _weights_file(Path(checkpoint))
+    with _open(path) as f:
         metadata = f.metadata() or {}
     if "config" not in metadata:
         raise CheckpointError(f"{checkpoint}: the weights carry no config")
-    return json.loads(metadata["config"])
+    try:
+        config = json.loads(metadata["config"])
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{path}: its config is not valid JSON ({error})") from error
+    if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
+        raise CheckpointError(f"{path}: its config is not a mapping with a 'model' node")
+    bind_targets(config, where=str(path))
+    return config
 
 
 def save_checkpoint(
@@ -119,10 +146,8 @@ def load_weights(model: nn.Module, checkpoint: str | Path, ema: bool = False) ->
     """Load weights into ``model``, refusing (with the differences named) a mismatch."""
     checkpoint = Path(checkpoint)
     path = checkpoint / EMA_FILE if ema else _weights_file(checkpoint)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: missing")
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    with safe_open(str(path), framework="pt") as f:
+    with _open(path) as f:
         stored = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
     unexpected = sorted(set(stored) - set(expected))
     wrong = sorted(k for k in stored.keys() & expected.keys() if stored[k] != expected[k])
@@ -134,12 +159,14 @@ def load_weights(model: nn.Module, checkpoint: str | Path, ema: bool = False) ->
         load_model(model, str(path), strict=True)
     except RuntimeError as error:  # keys the model has and the file lacks
         raise CheckpointError(f"{checkpoint} does not match the model: {error}") from error
+    except Exception as error:  # a file whose tensors cannot be read
+        raise CheckpointError(f"{path}: cannot load its tensors ({error})") from error
     return model
 
 
 def load_state(checkpoint: str | Path) -> dict[str, Any]:
     """The trainer state, read without unpickling arbitrary objects."""
-    return torch.load(Path(checkpoint) / STATE_FILE, map_location="cpu", weights_only=True)
+    return load_tensors(Path(checkpoint) / STATE_FILE)
 
 
 @torch.no_grad()

@@ -1,0 +1,50 @@
+"""Reading ``.pt`` files that should hold only tensors and plain values.
+
+``torch.load`` with ``weights_only=True`` runs no pickled code; a file that needs more (classes,
+functions) is refused here with a message that names the file, never with torch's advice to
+turn the safety off.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["TensorFileError", "load_tensors", "refusal_reason"]
+
+
+class TensorFileError(ValueError):
+    """A ``.pt`` file that is unreadable or holds more than tensors and plain values."""
+
+
+def refusal_reason(error: pickle.UnpicklingError) -> str:
+    """What the restricted unpickler refused (e.g. ``Unsupported global: GLOBAL os.system``),
+    without torch's advice to load the file unrestricted."""
+    lines = [line.strip() for line in str(error).splitlines()]
+    refused = [line for line in lines if "nsupported" in line and "weights_only" not in line]
+    refused += [
+        tail for line in lines if (tail := line.partition("WeightsUnpickler error:")[2].strip())
+    ]
+    if refused:
+        return refused[0].split(". ")[0]
+    return "it names classes or functions"
+
+
+def load_tensors(path: str | Path) -> Any:
+    """The contents of ``path``: tensors, numbers, strings and containers of them."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise TensorFileError(
+            f"{path}: refused to unpickle ({refusal_reason(error)}); only tensors and plain "
+            "values are read"
+        ) from error
+    except (RuntimeError, OSError, EOFError, ValueError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise TensorFileError(f"{path}: not a readable tensor file ({reason})") from error
