@@ -11,10 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
-from omegaconf import OmegaConf
 from torch import nn
 
+from sharedflow.data.held_out import HeldOut, held_out
 from sharedflow.recipes import build, compose
 from sharedflow.sharing import ParameterCount, count_parameters, deploy
 from sharedflow.train.checkpoint import (
@@ -29,6 +30,7 @@ from sharedflow.train.evaluate import evaluate
 __all__ = [
     "build_model",
     "evaluate_checkpoint",
+    "held_out_set",
     "load_model",
     "parameter_report",
     "resynthesis_quality",
@@ -79,6 +81,19 @@ def load_model(
     return model.to(device).eval(), config
 
 
+def held_out_set(config: dict[str, Any], data_overrides: dict[str, Any] | None = None) -> HeldOut:
+    """What to score: ``source`` in ``data_overrides`` (any folder, file list, LJSpeech tree,
+    image folder or array; see ``sharedflow.data.held_out``), else the run's own held-out set.
+    Other overrides change how the data is read (``resample``, ``format``, ...)."""
+    overrides = dict(data_overrides or {})
+    source = overrides.pop("source", None)
+    data = {**config["data"], **overrides}
+    if source is not None:
+        return held_out(data, str(source))
+    items = build(data, where="data").val
+    return HeldOut(items, f"{len(items)} held-out items of the run's data")
+
+
 def evaluate_checkpoint(
     checkpoint: str | Path,
     data_overrides: dict[str, Any] | None = None,
@@ -87,32 +102,52 @@ def evaluate_checkpoint(
     max_items: int | None = None,
     device: str = "cpu",
     resynthesis: bool = False,
-) -> dict[str, float]:
-    """Held-out metrics of a checkpoint on its run's data, or on ``data_overrides`` of it;
-    for vocoders with ``resynthesis``, also the MR-STFT distance and MCD of resynthesis."""
+    temperature: float | None = None,
+) -> tuple[dict[str, float], str]:
+    """Held-out metrics of a checkpoint and a description of what was scored (see
+    ``held_out_set``); for vocoders with ``resynthesis``, also the resynthesis scores
+    (``resynthesis_quality``). A non-finite metric is an error."""
     model, config = load_model(checkpoint, ema, average, device)
-    data_cfg = OmegaConf.merge(OmegaConf.create(config["data"]), data_overrides or {})
-    data = build(data_cfg)
-    result = evaluate(model, data.val, device, max_items)
+    data = held_out_set(config, data_overrides)
+    n_items = len(data.items) if max_items is None else min(max_items, len(data.items))
+    result = evaluate(model, data.items, device, max_items)
     if resynthesis and model.modality == "audio":
-        result.update(resynthesis_quality(deploy(model), data.val, max_items=max_items))
-    return result
+        result.update(resynthesis_quality(deploy(model), data.items, temperature, max_items))
+    bad = [name for name, value in result.items() if not np.isfinite(value) and name != "f0_cents"]
+    if bad:
+        raise ValueError(f"{checkpoint}: non-finite {', '.join(bad)} on {data.description}")
+    return result, f"scored {n_items} of {data.description}"
 
 
 @torch.no_grad()
 def resynthesis_quality(
-    model: nn.Module, clips: Any, temperature: float | None = None, max_items: int | None = None
+    model: nn.Module,
+    clips: Any,
+    temperature: float | None = None,
+    max_items: int | None = None,
+    seed: int = 0,
 ) -> dict[str, float]:
-    """Mean multi-resolution STFT distance and mel-cepstral distortion of resynthesised clips."""
-    from sharedflow.audio.quality import mel_cepstral_distortion, multi_resolution_stft
+    """Mean resynthesis scores over clips (``sharedflow.audio.quality``: PESQ, STOI, MCD,
+    MR-STFT, log-mel L1, periodicity and pitch error); clip ``i`` uses noise seed ``seed + i``,
+    so two runs print the same figures. A clip that cannot be scored is an error naming it."""
+    from sharedflow.audio.quality import QualityError, resynthesis_scores
 
-    scores: dict[str, list[float]] = {"mrstft": [], "mcd_db": []}
+    scores: dict[str, list[float]] = {}
     for i in range(len(clips) if max_items is None else min(max_items, len(clips))):
         clip = clips[i].float()
-        audio = synthesize(model, model.mel(clip), temperature)[0, : len(clip)].cpu()
-        scores["mrstft"].append(multi_resolution_stft(clip, audio))
-        scores["mcd_db"].append(mel_cepstral_distortion(clip, audio, model.sample_rate))
-    return {name: sum(values) / len(values) for name, values in scores.items()}
+        audio = model.resynthesize(clip[None], temperature, seed + i)[0].float().cpu()
+        try:
+            result = resynthesis_scores(clip, audio, model.sample_rate)
+        except QualityError as error:
+            raise QualityError(f"{_item_name(clips, i)}: {error}") from error
+        for name, value in result.items():
+            scores.setdefault(name, []).append(value)
+    return {name: float(np.nanmean(values)) for name, values in scores.items()}
+
+
+def _item_name(items: Any, index: int) -> str:
+    files = getattr(items, "files", None)
+    return str(files[index]) if files is not None else f"held-out item {index}"
 
 
 @torch.no_grad()
@@ -122,11 +157,17 @@ def synthesize(
     temperature: float | None = None,
     denoiser: nn.Module | None = None,
     strength: float = 0.1,
+    length: int | None = None,
 ) -> torch.Tensor:
-    """Audio ``(B, hop F)`` from a mel ``(B, n_mels, F)`` or ``(n_mels, F)``; the temperature
-    defaults to the model's own (WaveGlow 0.6, WaveFlow 1.0). A ``Denoiser(model)``, built once
-    per model, removes its bias spectrum with ``strength``."""
+    """Audio ``(B, length)`` from a mel ``(B, n_mels, F)`` or ``(n_mels, F)``; ``length``
+    defaults to ``hop F`` (pass a wav's length to resynthesise it). The temperature defaults
+    to the model's own (WaveGlow 0.6, WaveFlow 1.0). A ``Denoiser(model)``, built once per
+    model, removes its bias spectrum with ``strength``."""
     mel = mel[None] if mel.dim() == 2 else mel
+    if not torch.isfinite(mel).all():
+        raise ValueError("the mel holds non-finite values")
     device = next(model.parameters()).device
-    audio = model.synthesize(mel.to(device), temperature)
+    audio = model.synthesize(mel.to(device), temperature, length)
+    if not torch.isfinite(audio).all():
+        raise ValueError("synthesis gave non-finite audio (are the model's weights finite?)")
     return audio if denoiser is None else denoiser(audio, strength)

@@ -8,8 +8,10 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -139,8 +141,9 @@ def _parse_value(value: str) -> Any:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from sharedflow.api import evaluate_checkpoint
+    from sharedflow.audio.quality import METRICS
 
-    result = evaluate_checkpoint(
+    result, scored = evaluate_checkpoint(
         args.checkpoint,
         _data_overrides(args.overrides),
         args.ema,
@@ -148,21 +151,16 @@ def _evaluate(args: argparse.Namespace) -> int:
         args.max_items,
         args.device,
         args.resynthesis,
+        args.temperature,
     )
     if args.fid is not None:
         result["fid"] = _fid(args)
     if args.json:
-        print(json.dumps({"checkpoint": str(args.checkpoint), **result}))
+        print(json.dumps({"checkpoint": str(args.checkpoint), "scored": scored, **result}))
     else:
+        print(scored)
         for name, value in result.items():
-            unit = {
-                "ll": "nats per sample (test-set LL)",
-                "fid": "FID",
-                "bpd": "bits per dim",
-                "mrstft": "multi-resolution STFT distance",
-                "mcd_db": "dB mel-cepstral distortion",
-            }.get(name, "")
-            print(f"{name}: {value:.4f} {unit}")
+            print(f"{name}: {value:.4f} {METRICS[name].unit if name in METRICS else ''}")
     return 0
 
 
@@ -204,14 +202,20 @@ def _synthesize(args: argparse.Namespace) -> int:
     denoiser = Denoiser(model) if args.denoise > 0 else None  # one bias spectrum per model
     total_audio = total_time = 0.0
     for path, mels in inputs:
-        for i, mel in enumerate(mels):
+        for i, (mel, length) in enumerate(mels):
             start = time.perf_counter()
-            audio = synthesize(model, mel, args.temperature, denoiser, args.denoise)[0]
+            audio = synthesize(model, mel, args.temperature, denoiser, args.denoise, length)[0]
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
             elapsed = time.perf_counter() - start
             suffix = f"-{i}" if len(mels) > 1 else ""
-            target = write_wav(out / f"{Path(path).stem}{suffix}.wav", audio, model.sample_rate)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                target = write_wav(
+                    out / f"{Path(path).stem}{suffix}.wav", audio, model.sample_rate
+                )
+            for warning in caught:
+                print(f"warning: {warning.message}", file=sys.stderr)
             seconds = audio.shape[-1] / model.sample_rate
             total_audio, total_time = total_audio + seconds, total_time + elapsed
             print(
@@ -267,12 +271,16 @@ def _compare(args: argparse.Namespace) -> int:
     from sharedflow.compare import PRESETS, compare
 
     names = [n for name in args.entries for n in PRESETS.get(name, [name])]
-    entries = compare(names, args.out, args.steps, args.minutes, args.seeds, args.max_items)
+    start = time.perf_counter()
+    entries = compare(
+        names, args.out, args.steps, args.minutes, args.seeds, args.max_items, args.data, True
+    )
     out = Path(args.out)
     print((out / "results.md").read_text())
     print(
-        f"wrote {out / 'results.csv'}, {out / 'results.md'}, "
-        f"{out / 'quality_vs_params.png'}, {out / 'validation_curves.png'}"
+        f"wrote {out / 'results.csv'}, {out / 'results.md'}, {out / 'quality_vs_params.png'}, "
+        f"{out / 'validation_curves.png'} and {out / 'samples'}/ "
+        f"in {(time.perf_counter() - start) / 60:.1f} min"
     )
     return 0 if any(not e.error for e in entries) else 2
 
@@ -284,6 +292,26 @@ def _convert(args: argparse.Namespace) -> int:
     path = convert(args.kind, args.source, args.out, overrides)
     print(f"converted {args.source} ({args.kind}) to {path}")
     return 0
+
+
+def _finite_non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from error
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a finite number >= 0")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from error
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number >= 1")
+    return value
 
 
 def _device(name: str) -> str:
@@ -354,11 +382,18 @@ def _parser() -> argparse.ArgumentParser:
     evaluate = command("evaluate", "held-out test LL (audio) or bits per dim (images)", _evaluate)
     checkpoint_options(evaluate)
     evaluate.add_argument("overrides", nargs="*", help="data settings, e.g. source=path/to/wavs")
-    evaluate.add_argument("--max-items", type=int, default=None)
+    evaluate.add_argument("--max-items", type=_positive_int, default=None)
     evaluate.add_argument(
         "--resynthesis",
         action="store_true",
-        help="vocoders: also MR-STFT distance and MCD of resynthesised clips",
+        help="vocoders: also PESQ, STOI, MCD, MR-STFT, log-mel L1 and periodicity error of "
+        "resynthesised clips (noise seeded: reruns print the same figures)",
+    )
+    evaluate.add_argument(
+        "--temperature",
+        type=_finite_non_negative,
+        default=None,
+        help="resynthesis temperature (default: the model's)",
     )
     evaluate.add_argument(
         "--fid",
@@ -375,13 +410,13 @@ def _parser() -> argparse.ArgumentParser:
     synth.add_argument(
         "--temperature",
         "--sigma",
-        type=float,
+        type=_finite_non_negative,
         default=None,
         help="scale of the latent noise (default: the model's; WaveGlow 0.6, WaveFlow 1.0)",
     )
     synth.add_argument(
         "--denoise",
-        type=float,
+        type=_finite_non_negative,
         default=0.0,
         metavar="STRENGTH",
         help="remove the model's bias spectrum (about 0.1)",
@@ -403,7 +438,7 @@ def _parser() -> argparse.ArgumentParser:
         "sample", "image samples as a PNG grid (guidance, temperature, denoising)", _sample
     )
     checkpoint_options(sample)
-    sample.add_argument("--n", type=int, default=16)
+    sample.add_argument("--n", type=_positive_int, default=16)
     sample.add_argument("--out", required=True, help="the grid, e.g. grid.png")
     sample.add_argument("--individual", metavar="DIR", help="also write each image here")
     sample.add_argument("--label", type=int, nargs="*", help="classes, cycled over the samples")
@@ -415,7 +450,7 @@ def _parser() -> argparse.ArgumentParser:
         default=1.0,
         help="attention temperature of the unconditional branch",
     )
-    sample.add_argument("--temperature", type=float, default=1.0)
+    sample.add_argument("--temperature", type=_finite_non_negative, default=1.0)
     sample.add_argument("--denoise", action="store_true", help="score-based denoising step")
     sample.add_argument(
         "--jacobi", type=float, metavar="TOL", help="parallel Jacobi inverse with this tolerance"
@@ -432,10 +467,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     comp.add_argument("--out", required=True)
     budget = comp.add_mutually_exclusive_group()
-    budget.add_argument("--steps", type=int, help="training steps per entry")
+    budget.add_argument("--steps", type=_positive_int, help="training steps per entry")
     budget.add_argument("--minutes", type=float, help="training minutes per entry")
-    comp.add_argument("--seeds", type=int, default=1)
-    comp.add_argument("--max-items", type=int, default=None, help="held-out items to evaluate")
+    comp.add_argument("--seeds", type=_positive_int, default=1)
+    comp.add_argument(
+        "--max-items", type=_positive_int, default=None, help="held-out items to evaluate"
+    )
+    comp.add_argument(
+        "--data",
+        action="append",
+        metavar="SOURCE",
+        help="a held-out set to score every entry on (repeatable): a folder, file list, "
+        "LJSpeech tree, image folder or array; default: the first entry's held-out data",
+    )
 
     conv = command(
         "convert",

@@ -1,10 +1,18 @@
 """``sharedflow compare``: parameters against quality, NanoFlow's central trade-off.
 
 Each entry (a recipe, a run directory or a checkpoint) is trained for every seed (or its
-finished run reused; an interrupted run resumes), then every model is evaluated on the same
-held-out data (the first entry's of its modality): test LL in nats per sample for audio, bits
-per dim for images, plus synthesis or sampling speed. Results go to ``results.csv``,
-``results.md`` and two plots. An entry that fails is reported as failed and the rest go on.
+finished run reused; an interrupted run resumes). Every run is then scored on every held-out
+set: the first entry's own held-out data, or the sets given with ``--data`` (a folder, file
+list, LJSpeech tree, image folder or array). Audio: test LL (nats per sample) and the
+resynthesis scores of ``sharedflow.audio.quality`` (PESQ, STOI, MCD, MR-STFT, log-mel L1,
+periodicity and pitch error), beside white noise of each clip's loudness as a floor. Images:
+bits per dim. Each figure is the mean and standard deviation over seeds; a difference from
+the best entry smaller than the two spreads together is marked as not significant.
+
+Written under ``out``: ``results.md`` and ``results.csv``, ``quality_vs_params.png``,
+``validation_curves.png``, and ``samples/``: per entry the resynthesis of the first held-out
+clip (wav, and a spectrogram against the original) or a grid of samples next to real images.
+An entry that fails is reported as failed and the rest go on.
 """
 
 from __future__ import annotations
@@ -19,16 +27,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
 
-from sharedflow.api import load_model, parameter_report
-from sharedflow.recipes import RecipeError, build, list_recipes
+from sharedflow.api import HeldOut, held_out_set, load_model, parameter_report
+from sharedflow.api import resynthesis_quality as _resynthesis_quality
+from sharedflow.audio.quality import METRICS, resynthesis_scores
+from sharedflow.recipes import RecipeError, list_recipes
 from sharedflow.sharing import deploy
 from sharedflow.train.checkpoint import resolve_checkpoint
 from sharedflow.train.evaluate import evaluate
 from sharedflow.train.run import train
 
-__all__ = ["PRESETS", "Entry", "compare"]
+__all__ = ["NOISE", "PRESETS", "Entry", "compare"]
 
 PRESETS: dict[str, list[str]] = {
     "micro": ["audio/waveflow-tiny", "audio/nanoflow-tiny"],  # with --steps 2: the test suite
@@ -45,27 +54,32 @@ PRESETS: dict[str, list[str]] = {
         "image/nanoflow-glow-tiny",
     ],
 }
-METRIC = {
-    "audio": ("ll", "test LL (nats/sample, higher is better)"),
-    "image": ("bpd", "bits/dim (lower is better)"),
+COLUMNS = {
+    "audio": ["ll", "pesq", "stoi", "mcd_db", "mrstft", "log_mel_l1", "periodicity", "f0_cents"],
+    "image": ["bpd"],
 }
+NOISE = "white noise (same loudness)"
 
 
 @dataclass
 class Entry:
-    """One row of the comparison."""
+    """One row of the comparison: ``scores[held-out set][metric]`` holds one value per seed."""
 
     name: str
     family: str = ""
     sharing: str = ""
     modality: str = ""
     params: dict[str, Any] = field(default_factory=dict)
-    quality: list[float] = field(default_factory=list)
+    scores: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     train_seconds: list[float] = field(default_factory=list)
     speed: float = float("nan")
     speed_unit: str = ""
     runs: list[Path] = field(default_factory=list)
     error: str = ""
+
+    def add(self, held_out: str, result: dict[str, float]) -> None:
+        for metric, value in result.items():
+            self.scores.setdefault(held_out, {}).setdefault(metric, []).append(value)
 
 
 def _describe(config: dict[str, Any]) -> tuple[str, str]:
@@ -97,11 +111,11 @@ def _trained_runs(
 
 
 @torch.no_grad()
-def _speed(model: torch.nn.Module, data: Any) -> tuple[float, str]:
+def _speed(model: torch.nn.Module, items: Any) -> tuple[float, str]:
     """Synthesis (kHz of 1 s of held-out audio) or sampling (images/s) speed, deploy form."""
     model = deploy(model)
     if model.modality == "audio":
-        mel = model.mel(data.val[0][: model.sample_rate][None])
+        mel = model.mel(items[0][: model.sample_rate][None])
         run = lambda: model.synthesize(mel).shape[-1] / 1000  # noqa: E731
         unit = "kHz"
     else:
@@ -122,29 +136,103 @@ def _run_dir(path: Path) -> Path:
     return path.parent if (path / "model.safetensors").is_file() else path
 
 
-def _evaluate_entry(
-    entry: Entry, runs: list[Path], held_out: dict[str, Any], max_items: int | None
+def _score(model: torch.nn.Module, held_out: HeldOut, max_items: int | None) -> dict[str, float]:
+    result = evaluate(model, held_out.items, "cpu", max_items)
+    if model.modality == "audio":
+        result.update(_resynthesis_quality(deploy(model), held_out.items, max_items=max_items))
+    return result
+
+
+@torch.no_grad()
+def _noise_floor(held_out: HeldOut, sample_rate: int, max_items: int | None) -> dict[str, float]:
+    """The resynthesis scores of white noise with each clip's RMS (seeded), for reference."""
+    generator = torch.Generator().manual_seed(0)
+    scores: dict[str, list[float]] = {}
+    n = len(held_out.items) if max_items is None else min(max_items, len(held_out.items))
+    for i in range(n):
+        clip = held_out.items[i].double()
+        noise = torch.randn(clip.shape, generator=generator, dtype=clip.dtype) * clip.std()
+        for name, value in resynthesis_scores(clip, noise, sample_rate).items():
+            scores.setdefault(name, []).append(value)
+    return {k: statistics.fmean(v) for k, v in scores.items()}
+
+
+def _write_samples(entry: Entry, model: torch.nn.Module, held_out: HeldOut, out: Path) -> None:
+    """The first held-out clip resynthesised (wav + spectrogram), or a grid of samples."""
+    from sharedflow.train.samples import write_wav
+
+    out.mkdir(parents=True, exist_ok=True)
+    stem = entry.name.replace("/", "_")
+    if entry.modality == "audio":
+        clip = held_out.items[0][: 4 * model.sample_rate].float()
+        audio = deploy(model).resynthesize(clip[None])[0].float()
+        write_wav(out / "original.wav", clip, model.sample_rate)
+        write_wav(out / f"{stem}.wav", audio.clamp(-1, 1), model.sample_rate)
+        _spectrograms(clip, audio, model.sample_rate, entry.name, out / f"{stem}.png")
+    else:
+        from sharedflow.data.images import save_grid
+
+        real = torch.stack([held_out.items[i][0] for i in range(min(16, len(held_out.items)))])
+        save_grid(real, out / "real.png")
+        model.write_sample_grid(out / f"{stem}.png")
+
+
+def _spectrograms(
+    clip: torch.Tensor, audio: torch.Tensor, sample_rate: int, title: str, path: Path
 ) -> None:
-    """Quality of each run on the comparison's held-out set (set by its first entry)."""
-    for i, run in enumerate(runs):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 1, figsize=(8, 5), sharex=True)
+    for ax, signal, name in zip(axes, (clip, audio), ("original", title), strict=True):
+        window = torch.hann_window(1024, dtype=signal.dtype)
+        spec = torch.stft(signal, 1024, 256, window=window, return_complex=True).abs()
+        db = 20 * torch.log10(spec.clamp(1e-5))
+        ax.imshow(
+            db.numpy(),
+            origin="lower",
+            aspect="auto",
+            vmin=float(db.max()) - 80,
+            extent=(0, len(signal) / sample_rate, 0, sample_rate / 2000),
+            cmap="magma",
+        )
+        ax.set_ylim(0, min(sample_rate / 2000, 4))  # the harmonics live below 4 kHz
+        ax.set_ylabel("kHz")
+        ax.set_title(name, fontsize=9)
+    axes[-1].set_xlabel("seconds")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _evaluate_entry(
+    entry: Entry,
+    sets: dict[str, HeldOut],
+    data_sources: list[str] | None,
+    max_items: int | None,
+    out: Path,
+) -> None:
+    """Scores of each run on every held-out set (the first entry's, or ``data_sources``)."""
+    for i, run in enumerate(entry.runs):
         model, config = load_model(run)
         entry.family, entry.sharing = _describe(config)
         entry.modality = model.modality
-        if not held_out:
-            data = build(OmegaConf.create(config["data"]))
-            held_out.update(owner=entry.name, modality=entry.modality, data=data)
-        if entry.modality != held_out["modality"]:
-            raise ValueError(
-                f"{entry.name}: an {entry.modality} model in a comparison of "
-                f"{held_out['modality']} models (first: {held_out['owner']})"
-            )
-        if len(held_out["data"].val) == 0:
-            raise ValueError(f"{entry.name}: the held-out set of {held_out['owner']} is empty")
+        if not sets:
+            for source in data_sources or [None]:
+                overrides = {"source": source} if source else {}
+                sets[source or "the first entry's held-out data"] = held_out_set(config, overrides)
+        for label, held_out in sets.items():
+            kind = "audio" if hasattr(held_out.items, "sample_rate") else "image"
+            if kind != entry.modality:
+                raise ValueError(f"{entry.name}: an {entry.modality} model, but {label} is {kind}")
+            entry.add(label, _score(model, held_out, max_items))
         if i == 0:
+            first = next(iter(sets.values()))
             entry.params = parameter_report(model)
-            entry.speed, entry.speed_unit = _speed(model, held_out["data"])
-        result = evaluate(model, held_out["data"].val, "cpu", max_items)
-        entry.quality.append(result[METRIC[entry.modality][0]])
+            entry.speed, entry.speed_unit = _speed(model, first.items)
+            _write_samples(entry, model, first, out / "samples")
         finished = _run_dir(Path(run)) / "finished.json"
         record = json.loads(finished.read_text()) if finished.is_file() else {}
         entry.train_seconds.append(float(record.get("train_seconds", float("nan"))))
@@ -157,112 +245,135 @@ def compare(
     minutes: float | None = None,
     seeds: int = 1,
     max_items: int | None = None,
+    data: list[str] | None = None,
+    progress: bool = False,
 ) -> list[Entry]:
-    """Train (or reuse) and evaluate every entry; write the tables and plots under ``out``."""
+    """Train (or reuse) and evaluate every entry; write the tables, plots and samples."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     entries: list[Entry] = []
-    held_out: dict[str, Any] = {}
+    sets: dict[str, HeldOut] = {}
     for name in names:
         entry = Entry(name)
         entries.append(entry)
         try:
+            if progress:
+                print(
+                    f"[{time.strftime('%H:%M:%S')}] {name}: training {seeds} seed(s)", flush=True
+                )
             entry.runs = _trained_runs(name, out, seeds, steps, minutes)
-            _evaluate_entry(entry, entry.runs, held_out, max_items)
+            if progress:
+                print(f"[{time.strftime('%H:%M:%S')}] {name}: scoring", flush=True)
+            _evaluate_entry(entry, sets, data, max_items, out)
         except Exception as error:  # one failed entry must not stop the comparison
             entry.error = f"{type(error).__name__}: {str(error).strip().splitlines()[0]}"
-            (out / "errors.log").open("a").write(f"{name}\n{traceback.format_exc()}\n")
-    modalities = {e.modality for e in entries if e.modality}
-    if len(modalities) > 1:
-        first = next(e for e in entries if e.modality)
-        for e in entries:
-            if e.modality and e.modality != first.modality and not e.error:
-                e.error = (
-                    f"{e.name}: a {e.modality} model cannot be compared with the "
-                    f"{first.modality} model {first.name}"
-                )
-    _write_tables(entries, out)
-    _plot(entries, out)
+            with (out / "errors.log").open("a") as log:
+                log.write(f"{name}\n{traceback.format_exc()}\n")
+    ok = [e for e in entries if not e.error]
+    if ok and ok[0].modality == "audio":
+        noise = Entry(NOISE, modality="audio")
+        for label, held_out in sets.items():
+            noise.add(label, _noise_floor(held_out, held_out.items.sample_rate, max_items))
+        entries.append(noise)
+    _write_tables(entries, sets, out)
+    _plot([e for e in entries if e.runs], out)
     return entries
 
 
-def _fmt_quality(values: list[float]) -> str:
-    if not values:
+def _say(progress: bool, message: str) -> None:
+    if progress:
+        print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def _cell(mean: float, std: float) -> str:
+    if mean != mean:
         return ""
-    if len(values) == 1:
-        return f"{values[0]:.4f}"
-    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
+    return f"{mean:.3f}" if std != std else f"{mean:.3f} ± {std:.3f}"
 
 
-def _write_tables(entries: list[Entry], out: Path) -> None:
-    header = [
-        "entry",
-        "family",
-        "sharing",
-        "params",
-        "shared",
-        "per_step",
-        "embedding",
-        "deploy_params",
-        "metric",
-        "quality_mean",
-        "quality_std",
-        "seeds",
-        "train_seconds",
-        "speed",
-        "speed_unit",
-        "status",
-    ]
-    rows = []
-    for e in entries:
-        training, deployed = e.params.get("training", {}), e.params.get("deploy", {})
-        per_step = training.get("per_step") or [0]
-        metric = METRIC.get(e.modality, ("", ""))[0]
-        q = e.quality
-        rows.append(
-            [
-                e.name,
-                e.family,
-                e.sharing,
-                training.get("total", ""),
-                training.get("shared", ""),
-                max(per_step),
-                training.get("embedding", ""),
-                deployed.get("total", ""),
-                metric,
-                statistics.mean(q) if q else "",
-                statistics.stdev(q) if len(q) > 1 else "",
-                len(q),
-                statistics.mean(e.train_seconds) if e.train_seconds else "",
-                e.speed,
-                e.speed_unit,
-                f"failed: {e.error}" if e.error else "ok",
-            ]
-        )
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    finite = [v for v in values if v == v]
+    if not finite:
+        return float("nan"), float("nan")
+    return statistics.fmean(finite), statistics.stdev(finite) if len(finite) > 1 else float("nan")
+
+
+def _significance(entries: list[Entry], label: str, metric: str) -> dict[str, str]:
+    """Per entry: "best", "n.s." (within the spreads of the best), or ""."""
+    rows = {e.name: _mean_std(e.scores[label][metric]) for e in entries
+            if e.runs and metric in e.scores.get(label, {})}  # fmt: skip
+    rows = {k: v for k, v in rows.items() if v[0] == v[0]}
+    if not rows:
+        return {}
+    sign = 1 if METRICS[metric].higher_is_better else -1
+    best = max(rows, key=lambda k: sign * rows[k][0])
+    marks = {best: "best"}
+    for name, (mean, std) in rows.items():
+        spread = std + rows[best][1]
+        if name != best and spread == spread and abs(mean - rows[best][0]) < spread:
+            marks[name] = "n.s."
+    return marks
+
+
+def _write_tables(entries: list[Entry], sets: dict[str, HeldOut], out: Path) -> None:
+    header = ["entry", "family", "sharing", "params", "shared", "per_step", "embedding",
+              "deploy_params", "held_out", "metric", "mean", "std", "seeds", "significance",
+              "train_seconds", "speed", "speed_unit", "status"]  # fmt: skip
+    rows, lines = [], []
+    for label, held_out in sets.items() or {"": None}.items():
+        modality = next((e.modality for e in entries if e.modality and not e.error), "audio")
+        columns = COLUMNS[modality]
+        marks = {m: _significance(entries, label, m) for m in columns}
+        lines += [
+            f"Held out: {held_out.description if held_out else label}",
+            "",
+            "| entry | params | deploy | " + " | ".join(METRICS[m].name for m in columns)
+            + " | train s | speed |",
+            "|---" * (len(columns) + 5) + "|",
+        ]  # fmt: skip
+        for e in entries:
+            training, deployed = e.params.get("training", {}), e.params.get("deploy", {})
+            status = f"failed: {e.error}" if e.error else "ok"
+            if e.error:
+                lines.append(f"| {e.name} | {status} |")
+                rows.append([e.name, "", "", "", "", "", "", "", label, "", "", "", "", "",
+                             "", "", "", status])  # fmt: skip
+                continue
+            cells = []
+            for m in columns:
+                mean, std = _mean_std(e.scores.get(label, {}).get(m, []))
+                mark = marks[m].get(e.name, "")
+                cell = (
+                    "" if mean != mean else f"{mean:.3f}" + ("" if std != std else f" ± {std:.3f}")
+                )
+                cells.append(f"**{cell}**" if mark == "best" else f"{cell} {mark}".strip())
+                n = len(e.scores.get(label, {}).get(m, []))
+                rows.append([e.name, e.family, e.sharing, training.get("total", ""),
+                             training.get("shared", ""), max(training.get("per_step") or [0])
+                             if training else "", training.get("embedding", ""),
+                             deployed.get("total", ""), label, m, mean, std, n, mark,
+                             statistics.fmean(e.train_seconds) if e.train_seconds else "",
+                             e.speed, e.speed_unit, status])  # fmt: skip
+            params = f"{training['total']:,} | {deployed['total']:,}" if training else "| "
+            timing = (f"{statistics.fmean(e.train_seconds):.0f} | {e.speed:.1f} {e.speed_unit}"
+                      if e.runs else "| ")  # fmt: skip
+            lines.append(f"| {e.name} | {params} | " + " | ".join(cells) + f" | {timing} |")
+        lines.append("")
+    seeds = max((len(e.runs) for e in entries), default=0)
+    lines += [
+        *[f"- {METRICS[m].name}: {METRICS[m].unit}, "
+          f"{'higher' if METRICS[m].higher_is_better else 'lower'} is better."
+          for m in COLUMNS[next((e.modality for e in entries if e.modality), "audio")]],
+        f"- Mean ± standard deviation over {seeds} seed(s). **Bold**: the best entry; n.s.: "
+        "its difference from the best is smaller than their spreads added (not significant)."
+        + (" With one seed there is no spread, so nothing is marked." if seeds < 2 else ""),
+        "- Params: training form (with weight norm, embeddings); deploy: weight norm removed, "
+        "flow embeddings folded. Speed: synthesis of 1 s of held-out audio, or sampling.",
+    ]  # fmt: skip
     with (out / "results.csv").open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(header)
         writer.writerows(rows)
-    lines = [
-        "| entry | sharing | params | shared | per step | deploy | quality | train s | speed |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for e, row in zip(entries, rows, strict=True):
-        if e.error:
-            lines.append(f"| {e.name} | | | | | | failed: {e.error} | | |")
-            continue
-        lines.append(
-            f"| {e.name} | {e.sharing} | {row[3]:,} | {row[4]:,} | {row[5]:,} | "
-            f"{row[7]:,} | {_fmt_quality(e.quality)} {row[8]} | {row[12]:.0f} | "
-            f"{e.speed:.2f} {e.speed_unit} |"
-        )
-    notes = sorted({METRIC[e.modality][1] for e in entries if e.modality})
-    lines += [
-        "",
-        *[f"Quality: {n}." for n in notes],
-        "Params: training form (with weight norm, embeddings); deploy: weight norm removed, "
-        "flow embeddings folded. Per step: the largest per-step estimator part.",
-    ]
     (out / "results.md").write_text("\n".join(lines) + "\n")
 
 
@@ -272,52 +383,42 @@ def _plot(entries: list[Entry], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ok = [e for e in entries if not e.error and e.quality]
-    markers = {"independent": "o", "shared": "s", "decomposed": "^", "nanoflow": "*"}
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for e in ok:
-        q = statistics.mean(e.quality)
-        err = statistics.stdev(e.quality) if len(e.quality) > 1 else 0.0
-        ax.errorbar(
-            e.params["training"]["total"],
-            q,
-            yerr=err,
-            fmt=markers.get(e.sharing, "o"),
-            markersize=9,
-            label=f"{e.family} / {e.sharing}",
-        )
-        ax.annotate(
-            e.name.split("/")[-1],
-            (e.params["training"]["total"], q),
-            fontsize=7,
-            textcoords="offset points",
-            xytext=(5, 5),
-        )
-    ax.set_xscale("log")
-    ax.set_xlabel("parameters (training form)")
+    ok = [e for e in entries if not e.error and e.scores]
     modality = ok[0].modality if ok else "audio"
-    ax.set_ylabel(METRIC[modality][1])
-    ax.grid(alpha=0.3)
-    if ok:
-        ax.legend(fontsize=7)
+    metrics = ["ll", "pesq"] if modality == "audio" else ["bpd"]
+    markers = {"independent": "o", "shared": "s", "decomposed": "^", "nanoflow": "*"}
+    fig, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 4), squeeze=False)
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        for e in ok:
+            label = next(iter(e.scores))
+            mean, std = _mean_std(e.scores[label].get(metric, []))
+            x = e.params["training"]["total"]
+            ax.errorbar(x, mean, yerr=0 if std != std else std, fmt=markers.get(e.sharing, "o"),
+                        markersize=9, label=f"{e.family} / {e.sharing}")  # fmt: skip
+            ax.annotate(e.name.split("/")[-1], (x, mean), fontsize=7,
+                        textcoords="offset points", xytext=(5, 5))  # fmt: skip
+        ax.set_xscale("log")
+        ax.set_xlabel("parameters (training form)")
+        ax.set_ylabel(METRICS[metric].unit)
+        ax.grid(alpha=0.3)
+        if ok:
+            ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "quality_vs_params.png", dpi=120)
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(6, 4))
+    key = "val_" + COLUMNS[modality][0]
     for e in ok:
-        run = e.runs[0]
-        metrics = run if run.is_dir() and not run.name.startswith("ckpt-") else run.parent
-        path = metrics / "metrics.jsonl"
+        path = _run_dir(Path(e.runs[0])) / "metrics.jsonl"
         if not path.is_file():
             continue
-        key = f"val_{METRIC[e.modality][0]}"
-        points = [json.loads(line) for line in path.read_text().splitlines()]
+        points = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         points = [(p["step"], p[key]) for p in points if key in p]
         if points:
             ax.plot(*zip(*points, strict=True), marker=".", label=e.name.split("/")[-1])
     ax.set_xlabel("step")
-    ax.set_ylabel(f"held-out {METRIC[modality][1]}")
+    ax.set_ylabel(f"held-out {METRICS[COLUMNS[modality][0]].unit}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()

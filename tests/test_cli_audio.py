@@ -68,9 +68,8 @@ def test_synthesize_from_wav_npy_and_pt(
     ]
     assert main(args) == 0
     assert "real-time factor" in capsys.readouterr().out
-    n_frames = 1 + sf.info(str(wav)).frames // 256
     expected = {
-        wav.stem: 256 * n_frames,
+        wav.stem: sf.info(str(wav)).frames,  # a wav's resynthesis is as long as the wav
         "one": 256 * 20,
         "batch-0": 256 * 12,
         "batch-1": 256 * 12,
@@ -170,6 +169,56 @@ def test_resynthesis_metrics_order_distortions() -> None:
 def test_evaluate_reports_resynthesis_quality(
     run_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["evaluate", str(run_dir), "--json", "--max-items", "2", "--resynthesis"]) == 0
+    args = ["evaluate", str(run_dir), "--json", "--max-items", "2", "--resynthesis"]
+    assert main(args) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["mrstft"] > 0 and result["mcd_db"] > 0
+    assert result["scored"] == "scored 2 of 8 held-out items of the run's data"
+    assert result["mrstft"] > 0 and 0 < result["mcd_db"] < 40
+    assert 1 <= result["pesq"] <= 4.65 and 0 <= result["stoi"] <= 1
+    assert 0 <= result["periodicity"] <= 1 and result["log_mel_l1"] > 0
+    assert main(args) == 0  # the resynthesis noise is seeded: the same figures again
+    assert json.loads(capsys.readouterr().out) == result
+
+
+def test_evaluate_scores_any_folder_without_a_training_split(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "real"
+    folder.mkdir()
+    for wav in list_audio(speech_corpus(n_clips=48))[:3]:
+        (folder / wav.name).write_bytes(wav.read_bytes())
+    assert main(["evaluate", str(run_dir), f"source={folder}", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["scored"] == f"scored 3 of 3 clips of {folder}: every clip"
+    sf.write(folder / "short.wav", np.zeros(100, dtype="f4"), 22050)
+    assert main(["evaluate", str(run_dir), f"source={folder}", "--resynthesis"]) == 2
+    assert "short.wav" in capsys.readouterr().err
+
+
+def test_evaluate_uses_the_ljspeech_reference_split(
+    run_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    corpus = speech_corpus(n_clips=48)  # the LJSpeech layout: all 48 < 1310 are the test split
+    assert main(["evaluate", str(run_dir), f"source={corpus}", "--json", "--max-items", "1"]) == 0
+    scored = json.loads(capsys.readouterr().out)["scored"]
+    assert scored == (
+        f"scored 1 of 48 clips of {corpus}: the LJSpeech reference test split (first 1310 clips)"
+    )
+
+
+def test_synthesis_reports_clipping_and_refuses_non_finite_input(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    loud = np.zeros((80, 8), dtype="f4") + 4.0  # far louder than anything seen in training
+    np.save(tmp_path / "loud.npy", loud)
+    args = ["synthesize", str(run_dir), str(tmp_path / "loud.npy"), "--out", str(tmp_path / "o")]
+    assert main([*args, "--temperature", "3"]) == 0
+    err = capsys.readouterr().err
+    assert "beyond full scale" in err and "clipped" in err
+    loud[0, 0] = np.nan
+    np.save(tmp_path / "nan.npy", loud)
+    args = ["synthesize", str(run_dir), str(tmp_path / "nan.npy"), "--out", str(tmp_path / "n")]
+    assert main(args) == 2
+    assert "nan.npy: the mel holds NaN" in capsys.readouterr().err
+    assert main([*args, "--temperature", "nan"]) == 2
+    assert "--temperature" in capsys.readouterr().err

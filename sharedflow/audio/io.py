@@ -14,9 +14,10 @@ from sharedflow.tensorfile import load_tensors
 __all__ = ["read_mel_input"]
 
 
-def read_mel_input(path: Path, vocoder: nn.Module) -> list[torch.Tensor]:
-    """Mels ``(n_mels, F)`` from a wav (its mel) or a ``.npy``/``.pt`` of ``(n_mels, F)`` or
-    ``(B, n_mels, F)`` (Tacotron 2's layout)."""
+def read_mel_input(path: Path, vocoder: nn.Module) -> list[tuple[torch.Tensor, int]]:
+    """``(mel (n_mels, F), length)`` pairs from a wav (its mel and its length ``T``) or a
+    ``.npy``/``.pt`` of ``(n_mels, F)`` or ``(B, n_mels, F)`` (Tacotron 2's layout; length
+    ``hop F``). Non-finite values are an error naming the file."""
     if not path.is_file():
         raise FileNotFoundError(f"no such input: {path}")
     suffix = path.suffix.lower()
@@ -35,6 +36,14 @@ def read_mel_input(path: Path, vocoder: nn.Module) -> list[torch.Tensor]:
                 f"{path}: expected a mel of shape ({n_mels}, F) or (B, {n_mels}, F), "
                 f"got {tuple(mel.shape)}"
             )
-        return list(mel)
+        if not torch.isfinite(mel).all():
+            raise ValueError(f"{path}: the mel holds NaN or infinite values")
+        return [(m, vocoder.hop_length * m.shape[-1]) for m in mel]
     audio = torch.from_numpy(load_audio(path, vocoder.sample_rate))
-    return [vocoder.mel(audio)]
+    if not torch.isfinite(audio).all():
+        raise ValueError(f"{path}: the audio holds NaN or infinite samples")
+    if len(audio) < vocoder.mel.n_fft:
+        raise ValueError(
+            f"{path}: {len(audio)} samples is shorter than one STFT window ({vocoder.mel.n_fft})"
+        )
+    return [(vocoder.mel(audio), len(audio))]

@@ -49,7 +49,11 @@ def speech(
         n_test: the first ``n_test`` clips by name are held out (LJSpeech: 1310).
         length_multiple: held-out clips are cut to a multiple of it (the hop, 256).
     """
-    root = Path(source).expanduser() if source else speech_corpus(n_clips=builtin_clips)
+    root = (
+        Path(source).expanduser()
+        if source
+        else speech_corpus(n_clips=builtin_clips, sample_rate=sample_rate)
+    )
     common = {"sample_rate": sample_rate, "resample": resample, "skip_bad": skip_bad}
     train = AudioClips(root, split="train", n_test=n_test, **common)
     val = AudioClips(root, split="test", n_test=n_test, length_multiple=length_multiple, **common)

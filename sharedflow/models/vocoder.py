@@ -76,11 +76,36 @@ class Vocoder(nn.Module):
         return {"ll": -self.nll(audio)}
 
     @torch.inference_mode()
-    def synthesize(self, mel: Tensor, temperature: float | None = None) -> Tensor:
-        """Audio from a mel ``(B, n_mels, F)``: ``(B, hop * F)`` samples, ``z ~ N(0, t^2)``
-        (``t`` defaults to the model's own), in the flow's dtype (the mel is cast to it)."""
+    def synthesize(
+        self, mel: Tensor, temperature: float | None = None, length: int | None = None
+    ) -> Tensor:
+        """Audio from a mel ``(B, n_mels, F)``: ``(B, length)`` samples, ``z ~ N(0, t^2)``
+        (``t`` defaults to the model's own), in the flow's dtype (the mel is cast to it).
+
+        ``length`` defaults to ``hop * F``; a wav's mel has ``1 + T // hop`` frames, so its
+        resynthesis passes ``length=T``. The flow runs on the next multiple of its fold (which
+        divides the hop), and the tail it needed for that is cut off.
+        """
         mel = mel.to(next(self.flow.parameters()).dtype)
-        n_samples = self.hop_length * mel.shape[-1]
-        n_samples -= n_samples % self.length_multiple
+        length = self.hop_length * mel.shape[-1] if length is None else length
+        if not 0 < length <= self.hop_length * mel.shape[-1]:
+            raise ValueError(
+                f"cannot synthesise {length} samples from {mel.shape[-1]} mel frames "
+                f"(at most {self.hop_length * mel.shape[-1]})"
+            )
+        n_samples = -(-length // self.length_multiple) * self.length_multiple
         t = self.temperature if temperature is None else temperature
-        return self.flow.sample((mel.shape[0], n_samples), mel, t)
+        return self.flow.sample((mel.shape[0], n_samples), mel, t)[:, :length]
+
+    @torch.inference_mode()
+    def resynthesize(
+        self, audio: Tensor, temperature: float | None = None, seed: int | None = 0
+    ) -> Tensor:
+        """Audio ``(B, T)`` resynthesised from its own mel, same length; the latent noise
+        is drawn from ``seed`` (the global RNG when ``None``), so a rerun is identical."""
+        mel = self.mel(audio.to(self.mel.basis.device))
+        if seed is None:
+            return self.synthesize(mel, temperature, audio.shape[-1])
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.synthesize(mel, temperature, audio.shape[-1])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import soundfile as sf
@@ -14,10 +15,23 @@ __all__ = ["write_samples", "write_wav"]
 
 
 def write_wav(path: Path, audio: torch.Tensor, sample_rate: int) -> Path:
-    """Write ``(T,)`` audio in ``[-1, 1]`` as 16-bit PCM."""
+    """Write ``(T,)`` audio in ``[-1, 1]`` as 16-bit PCM.
+
+    Samples beyond full scale are clipped (never wrapped) and reported in a warning that says
+    how many there were and the peak. Non-finite audio is refused.
+    """
+    samples = audio.detach().float().cpu()
+    if not torch.isfinite(samples).all():
+        raise ValueError(f"{path}: refusing to write audio with non-finite samples")
+    over = int((samples.abs() > 1).sum())
+    if over:
+        warnings.warn(
+            f"{path}: {over} of {samples.numel()} samples beyond full scale (peak "
+            f"{float(samples.abs().max()):.2f}) were clipped to [-1, 1]",
+            stacklevel=2,
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
-    samples = audio.detach().float().clamp(-1, 1).cpu().numpy()
-    sf.write(str(path), samples, sample_rate, subtype="PCM_16")
+    sf.write(str(path), samples.clamp(-1, 1).numpy(), sample_rate, subtype="PCM_16")
     return path
 
 
@@ -32,8 +46,7 @@ def write_samples(
     written = []
     if data.modality == "audio":
         clip = data.val[0][: 2 * model.sample_rate].to(device)
-        mel = model.mel(clip[None])
-        audio = model.synthesize(mel, temperature)[0]
+        audio = model.resynthesize(clip[None], temperature)[0]
         written.append(write_wav(out_dir / f"step-{step:08d}.wav", audio, model.sample_rate))
         reference = out_dir / "reference.wav"
         if not reference.exists():
