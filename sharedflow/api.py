@@ -75,7 +75,12 @@ def load_model(
     model = build(config["model"], where=f"{path}: model")
     if average > 1:
         run = path.parent if path.is_dir() else path.parent.parent
-        average_weights(model, checkpoints(run)[-average:])
+        found = checkpoints(run)
+        if average > len(found):
+            raise ValueError(
+                f"--average {average}: {run} holds {len(found)} checkpoint(s) to average"
+            )
+        average_weights(model, found[-average:])
     else:
         load_weights(model, path, ema=ema)
     return model.to(device).eval(), config

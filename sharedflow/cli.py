@@ -72,9 +72,12 @@ def _train(args: argparse.Namespace) -> int:
 
     jobs = _sweep(args.overrides) if args.multirun else [args.overrides]
     for i, overrides in enumerate(jobs):
-        if args.multirun:
-            name = compose(args.recipe, overrides).name
-            overrides = [*overrides, f"run_dir=multirun/{name}/{i}"]
+        if args.multirun:  # each job in its own folder under the run_dir given, or multirun/
+            cfg = compose(args.recipe, overrides)
+            given = any(o.split("=", 1)[0].lstrip("+~") == "run_dir" for o in overrides)
+            base = cfg.run_dir if given else f"multirun/{cfg.name}"
+            overrides = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != "run_dir"]
+            overrides = [*overrides, f"run_dir={base}/{i}"]
             print(f"job {i}: {' '.join(overrides)}")
         _summarise(train(args.recipe, overrides))
     return 0
@@ -192,7 +195,7 @@ def _synthesize(args: argparse.Namespace) -> int:
     if getattr(model, "modality", None) != "audio":
         raise CommandError(f"{args.checkpoint}: not a vocoder checkpoint ('sharedflow sample')")
     model = deploy(model) if args.deploy else model
-    out = Path(args.out)
+    out = _output_dir(args.out)
     stems = [Path(path).stem for path in args.inputs]
     if len(set(stems)) < len(stems):
         raise CommandError(f"inputs share a file name, so their outputs would collide: {stems}")
@@ -236,6 +239,8 @@ def _sample(args: argparse.Namespace) -> int:
     from sharedflow.data.images import save_grid
     from sharedflow.models.image import Jacobi
 
+    out = _image_path(args.out)
+    individual = _output_dir(args.individual) if args.individual else None
     model, _ = load_model(args.checkpoint, args.ema, args.average, args.device)
     if getattr(model, "modality", None) != "image":
         raise CommandError(f"{args.checkpoint}: not an image model ('sharedflow synthesize')")
@@ -255,12 +260,12 @@ def _sample(args: argparse.Namespace) -> int:
         jacobi=jacobi,
     )
     elapsed = time.perf_counter() - start
-    grid = save_grid(result.images, args.out)
+    grid = save_grid(result.images, out)
     print(f"{grid}: {args.n} samples in {elapsed:.2f} s")
-    if args.individual:
+    if individual is not None:
         for i, image in enumerate(result.images):
-            save_grid(image[None], Path(args.individual) / f"{i:04d}.png", 1)
-        print(f"individual images: {args.individual}")
+            save_grid(image[None], individual / f"{i:04d}.png", 1)
+        print(f"individual images: {individual}")
     if result.iterations is not None:
         total = sum(map(sum, result.iterations))
         print(f"Jacobi iterations per block: {result.iterations} ({total} parallel passes)")
@@ -294,6 +299,34 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _output_dir(path: str) -> Path:
+    """An output folder that exists or can be made, and can be written: checked before work."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise CommandError(f"--out {out}: exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".sharedflow-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise CommandError(f"--out {out}: cannot write there ({error.strerror})") from error
+    return out
+
+
+def _image_path(path: str) -> Path:
+    """A grid path whose folder can be written and whose suffix names an image format."""
+    from PIL import Image
+
+    out = Path(path)
+    if out.suffix.lower() not in Image.registered_extensions():
+        raise CommandError(f"--out {out}: not an image file name (use .png or .jpg)")
+    _output_dir(str(out.parent))
+    if out.is_dir():
+        raise CommandError(f"--out {out}: is a folder")
+    return out
+
+
 def _finite_non_negative(text: str) -> float:
     try:
         value = float(text)
@@ -304,14 +337,20 @@ def _finite_non_negative(text: str) -> float:
     return value
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from error
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number >= 1")
-    return value
+def _whole(least: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from error
+        if value < least:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number >= {least}")
+        return value
+
+    return parse
+
+
+_positive_int, _non_negative_int = _whole(1), _whole(0)
 
 
 def _device(name: str) -> str:
@@ -372,7 +411,7 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--ema", action="store_true", help="use the EMA weights")
         sub.add_argument(
             "--average",
-            type=int,
+            type=_non_negative_int,
             default=0,
             metavar="N",
             help="average the run's last N checkpoints",

@@ -154,9 +154,18 @@ def build(node: Any, where: str = "config") -> Any:
     bound = bind_targets(node, where)
     try:
         return _instantiate(bound)
-    except TypeError as error:  # wrong or missing arguments
-        name = getattr(bound.get("_target_") if isinstance(bound, dict) else None, "__name__", "?")
-        raise RecipeError(f"{where}: cannot build {name}: {error}") from error
+    except (TypeError, ValueError, RuntimeError) as error:  # a value the builder refuses
+        if isinstance(error, RecipeError):
+            raise
+        target = bound.get("_target_") if isinstance(bound, dict) else None
+        values = ", ".join(
+            f"{k}={v!r}" for k, v in bound.items() if not k.startswith("_") and not isinstance(
+                v, dict | list)
+        ) if isinstance(bound, dict) else ""  # fmt: skip
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise RecipeError(
+            f"{where}: cannot build {getattr(target, '__name__', '?')}({values}): {reason}"
+        ) from error
 
 
 def _instantiate(node: Any) -> Any:

@@ -45,6 +45,6 @@ def load_tensors(path: str | Path) -> Any:
             f"{path}: refused to unpickle ({refusal_reason(error)}); only tensors and plain "
             "values are read"
         ) from error
-    except (RuntimeError, OSError, EOFError, ValueError) as error:
+    except Exception as error:  # torch.load raises many types for files it cannot parse
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise TensorFileError(f"{path}: not a readable tensor file ({reason})") from error

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -128,11 +130,99 @@ def test_nan_steps_are_skipped_and_counted(tmp_path: Path) -> None:
     assert torch.isfinite(model.weight).all() and model.weight.abs().sum() > 0
 
 
-def test_too_many_nan_steps_stop_the_run_and_keep_the_last_checkpoint(tmp_path: Path) -> None:
-    model = _Flaky(bad=set(range(4, 100)))
+def test_too_many_nan_steps_stop_the_run_and_keep_the_last_good_weights(tmp_path: Path) -> None:
+    model = _Flaky(bad=set(range(4, 100)))  # steps 1-3 are good, then every one is NaN
     with pytest.raises(TrainingError, match="not finite for 3 steps in a row"):
-        _fit(model, tmp_path, max_steps=10, max_bad_steps=3, ckpt_every=2)
-    assert latest_checkpoint(tmp_path).name == "ckpt-00000002"
+        _fit(model, tmp_path / "bad", max_steps=10, max_bad_steps=3, ckpt_every=2)
+    good = _Flaky(bad=set())
+    _fit(good, tmp_path / "good", max_steps=3, ckpt_every=0)
+    kept = latest_checkpoint(tmp_path / "bad")
+    assert kept.name == "ckpt-00000005"  # written when the run stopped, not only at step 2
+    assert torch.equal(load_weights(_Flaky(set()), kept).weight, good.weight)
+
+
+def test_a_non_finite_last_step_still_writes_the_final_checkpoint(tmp_path: Path) -> None:
+    last = _fit(_Flaky(bad={4}), tmp_path, max_steps=4, ckpt_every=0)
+    assert last["step"] == 4 and last["skipped"] == 1
+    assert latest_checkpoint(tmp_path).name == "ckpt-00000004"
+    assert json.loads((tmp_path / "finished.json").read_text())["skipped"] == 1
+
+
+def test_zero_steps_write_an_untrained_checkpoint(tmp_path: Path) -> None:
+    _fit(_Flaky(set()), tmp_path, max_steps=0)
+    assert latest_checkpoint(tmp_path).name == "ckpt-00000000"
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("precision", "fp8", "trainer.precision='fp8': expected one of fp32, bf16, fp16"),
+        ("max_steps", -1, "trainer.max_steps=-1: expected a whole number >= 0"),
+        ("batch_size", 0, "trainer.batch_size=0"),
+        ("grad_clip", "abc", "trainer.grad_clip='abc'"),
+        ("ema_decay", 1.5, "trainer.ema_decay=1.5"),
+    ],
+)
+def test_bad_trainer_settings_are_refused(key: str, value: object, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        Trainer(**{key: value})
+
+
+def test_checkpoints_are_ordered_by_their_step_and_foreign_folders_are_kept(
+    tmp_path: Path,
+) -> None:
+    _fit(_Flaky(set()), tmp_path, max_steps=4, ckpt_every=1, keep_last=2)
+    shutil.copytree(latest_checkpoint(tmp_path), tmp_path / "ckpt-best")
+    shutil.copytree(tmp_path / "ckpt-00000003", tmp_path / "ckpt-zzz")
+    assert latest_checkpoint(tmp_path).name == "ckpt-00000004"
+    _fit(_Flaky(set()), tmp_path, max_steps=6, ckpt_every=1, keep_last=2)
+    names = sorted(p.name for p in tmp_path.glob("ckpt-*"))
+    assert names == ["ckpt-00000005", "ckpt-00000006", "ckpt-best", "ckpt-zzz"]
+
+
+def test_a_second_training_into_the_same_run_directory_is_refused(tmp_path: Path) -> None:
+    from sharedflow.train.lock import RunLock, RunLockedError
+
+    with RunLock(tmp_path), pytest.raises(RunLockedError, match=f"process {os.getpid()}"):
+        _fit(_Flaky(set()), tmp_path, max_steps=1)
+    _fit(_Flaky(set()), tmp_path, max_steps=1)  # free again once the first has ended
+
+
+def test_resume_skips_a_torn_metrics_line_and_a_corrupt_latest_checkpoint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    whole = _Flaky(set())
+    _fit(whole, tmp_path / "whole", max_steps=6, ckpt_every=2, log_every=1)
+    run = tmp_path / "run"
+    _fit(_Flaky(set()), run, max_steps=4, ckpt_every=2, log_every=1)
+    (run / "ckpt-00000004" / "model.safetensors").write_bytes(b"garbage")
+    with (run / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 5, "lo')  # a write cut short
+    resumed = _Flaky(set())
+    _fit(resumed, run, max_steps=6, ckpt_every=2, log_every=1)
+    out = capsys.readouterr().out
+    assert "cannot resume from" in out and "ckpt-00000004" in out and "torn" in out
+    assert "resuming from" in out and "ckpt-00000002" in out
+    assert torch.equal(resumed.weight, whole.weight)
+
+    def steps(run_dir: Path) -> list[int]:
+        return [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").open()]
+
+    assert steps(run) == steps(tmp_path / "whole")  # no record lost, none twice
+
+
+def test_a_restart_before_the_first_checkpoint_leaves_no_duplicate_records(
+    tmp_path: Path,
+) -> None:
+    run, fresh = tmp_path / "run", tmp_path / "fresh"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text('{"step": 1, "loss": 1.0}\n')  # a run killed early
+    for run_dir in (run, fresh):
+        _fit(_Flaky(set()), run_dir, max_steps=2, log_every=1)
+    steps = [
+        [json.loads(line)["step"] for line in (d / "metrics.jsonl").open()] for d in (run, fresh)
+    ]
+    assert steps[0] == steps[1]
 
 
 def test_a_checkpoint_of_another_model_is_refused(tmp_path: Path) -> None:

@@ -84,7 +84,7 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
             f"{path}: refused to unpickle ({refusal_reason(error)}); only tensors and the "
             "state of known WaveGlow/WaveFlow/TarFlow classes are read"
         ) from error
-    except (RuntimeError, OSError, EOFError) as error:
+    except Exception as error:  # torch.load raises many types for files it cannot parse
         raise ConversionError(f"{path}: not a readable checkpoint ({error})") from error
     if isinstance(obj, dict) and ("model" in obj or "state_dict" in obj):
         obj = obj.get("model", obj.get("state_dict"))

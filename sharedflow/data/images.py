@@ -185,8 +185,15 @@ def load_imagenet64(paths: Sequence[str | Path]) -> tuple[np.ndarray, np.ndarray
 def load_npy(path: str | Path, labels: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
     """A uint8 array ``(N, H, W, C)`` or ``(N, C, H, W)`` and optional int labels ``(N,)``."""
     images = np.load(Path(path).expanduser(), allow_pickle=False)
-    y = np.zeros(len(images), np.int64) if labels is None else np.load(labels, allow_pickle=False)
-    return images, y
+    if labels is None:
+        return images, np.zeros(len(images), np.int64)
+    y = np.load(Path(labels).expanduser(), allow_pickle=False)
+    if y.shape != (len(images),) or y.dtype.kind not in "iu" or (len(y) and y.min() < 0):
+        raise ImageError(
+            f"{labels}: expected {len(images)} non-negative integer labels, got {y.dtype} "
+            f"{y.shape}"
+        )
+    return images, y.astype(np.int64)
 
 
 class ImageItems(Dataset):

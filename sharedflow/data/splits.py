@@ -69,18 +69,26 @@ def images(
     hflip: bool = False,
     n_val: int = 32,
     builtin_per_class: int = 64,
+    labels: str | None = None,
 ) -> DataSplits:
     """Images for image flows: ``(uint8 (C, H, W), label)`` items.
 
     Args:
-        format: ``builtin`` (labelled shapes, written on first use), ``folder``
-            (``root/<class>/<image>``), ``cifar10`` (binary batches), ``imagenet64`` (npz
-            batches; ``source`` a comma-separated list), or ``npy`` (``source`` the images,
-            ``val_source`` the labels file, optional).
+        format: ``builtin`` (labelled shapes, written on first use; takes no ``source``),
+            ``folder`` (``root/<class>/<image>``), ``cifar10`` (binary batches), ``imagenet64``
+            (npz batches; ``source`` a comma-separated list), or ``npy`` (``source`` the
+            images, ``labels`` an optional ``.npy`` of their integer classes).
         val_source: a separate held-out source of the same format; otherwise the last
             ``n_val`` items of ``source`` are held out (CIFAR-10 always uses its test batch).
         hflip: random horizontal flips in training.
     """
+    if format == "builtin" and source is not None:
+        raise ValueError(
+            f"data.source={source!r} with data.format=builtin: set data.format to folder, npy, "
+            "cifar10 or imagenet64 to train on it (or drop data.source for the built-in shapes)"
+        )
+    if labels is not None and format != "npy":
+        raise ValueError(f"data.labels is for data.format=npy, not {format!r}")
     if format in ("builtin", "folder"):
         root = (
             shapes_dataset(n_per_class=builtin_per_class, size=image_size)
@@ -100,8 +108,12 @@ def images(
             else None
         )
     elif format == "npy":
-        dataset = ImageArrays(*load_npy(source), image_size, channels, source)
-        val = None
+        dataset = ImageArrays(*load_npy(source, labels), image_size, channels, source)
+        val = (
+            ImageArrays(*load_npy(val_source), image_size, channels, val_source)
+            if val_source
+            else None
+        )
     else:
         raise ValueError(
             f"unknown image format {format!r}: builtin, folder, cifar10, imagenet64 or npy"

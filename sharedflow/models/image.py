@@ -115,6 +115,7 @@ class ImageFlow(nn.Module):
         images, labels = batch
         self.check_images(images)
         labels = self._labels(labels)
+        self.check_labels(labels)
         if labels is not None and self.label_drop > 0:
             drop = torch.rand(labels.shape, device=labels.device) < self.label_drop
             labels = torch.where(drop, torch.full_like(labels, -1), labels)
@@ -143,6 +144,24 @@ class ImageFlow(nn.Module):
             (grad,) = torch.autograd.grad(self.log_prob(x, labels).sum(), x)
         return (x + sigma**2 * grad).detach()
 
+    def check_sampling_options(self, guidance: float, jacobi: Jacobi | None) -> None:
+        """Refuse options this model would ignore: guidance needs a Transformer estimator,
+        the Jacobi inverse an autoregressive layer."""
+        from sharedflow.layers.autoregressive import AffineAutoregressive
+        from sharedflow.nets.transformer import CausalTransformer
+
+        if guidance and not any(isinstance(m, CausalTransformer) for m in self.modules()):
+            raise ValueError(
+                f"guidance={guidance}: this model has no Transformer estimator to guide "
+                "(guidance is for TarFlow)"
+            )
+        if jacobi is not None and not any(
+            isinstance(m, AffineAutoregressive) for m in self.modules()
+        ):
+            raise ValueError(
+                "jacobi: this model has no autoregressive layer to invert in parallel"
+            )
+
     @torch.no_grad()
     def generate(
         self,
@@ -169,6 +188,7 @@ class ImageFlow(nn.Module):
                 sequential KV-cached inverse.
         """
         self.check_labels(labels)
+        self.check_sampling_options(guidance, jacobi)
         device = next(self.parameters()).device
         labels = None if labels is None else labels.to(device)
 

@@ -11,6 +11,8 @@ once.
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ from sharedflow.tensorfile import load_tensors
 __all__ = [
     "CheckpointError",
     "average_weights",
+    "checkpoint_step",
     "checkpoints",
     "latest_checkpoint",
     "load_weights",
@@ -40,11 +43,29 @@ class CheckpointError(ValueError):
     """A checkpoint that is missing, incomplete, or does not match the model."""
 
 
+_NAME = re.compile(r"ckpt-(\d+)")
+
+
+def checkpoint_step(path: Path) -> int:
+    """The step recorded inside a checkpoint (its weights' metadata)."""
+    with _open(path / MODEL_FILE) as f:
+        step = (f.metadata() or {}).get("step")
+    if step is None or not step.isdigit():
+        raise CheckpointError(f"{path}: records no step")
+    return int(step)
+
+
 def checkpoints(run_dir: str | Path) -> list[Path]:
-    """Complete checkpoints of a run, oldest first."""
-    run_dir = Path(run_dir)
-    found = [p for p in run_dir.glob("ckpt-*") if p.is_dir() and not p.name.endswith(".tmp")]
-    return sorted((p for p in found if (p / MODEL_FILE).is_file()), key=lambda p: p.name)
+    """The checkpoints this library wrote in a run (``ckpt-<digits>/`` with weights), ordered
+    by the step recorded inside, oldest first. Other folders (``ckpt-best``) are not ours."""
+    found = []
+    for path in Path(run_dir).glob("ckpt-*"):
+        if _NAME.fullmatch(path.name) and (path / MODEL_FILE).is_file():
+            try:
+                found.append((checkpoint_step(path), path))
+            except CheckpointError:
+                found.append((int(_NAME.fullmatch(path.name)[1]), path))  # unreadable: by name
+    return [path for _, path in sorted(found)]
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
@@ -131,15 +152,26 @@ def save_checkpoint(
         if ema is not None:
             save_model(ema, str(tmp / EMA_FILE), metadata=metadata)
         torch.save(state, tmp / STATE_FILE)
+        for path in [*tmp.iterdir(), tmp]:
+            _fsync(path)  # the contents are on disk before the rename makes them visible
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)
+        _fsync(run_dir)  # and the rename itself survives a power loss
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     for old in checkpoints(run_dir)[:-keep_last] if keep_last > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def load_weights(model: nn.Module, checkpoint: str | Path, ema: bool = False) -> nn.Module:

@@ -28,7 +28,11 @@ from tqdm import tqdm
 
 from sharedflow.data.splits import DataSplits
 from sharedflow.layers.actnorm import ActNorm
+from sharedflow.tensorfile import TensorFileError
 from sharedflow.train.checkpoint import (
+    CheckpointError,
+    checkpoint_step,
+    checkpoints,
     latest_checkpoint,
     load_state,
     load_weights,
@@ -37,12 +41,14 @@ from sharedflow.train.checkpoint import (
 from sharedflow.train.distributed import Distributed, pick_device
 from sharedflow.train.ema import EMA
 from sharedflow.train.evaluate import evaluate
+from sharedflow.train.lock import RunLock
 from sharedflow.train.sampler import StepBatchSampler
 from sharedflow.train.samples import write_samples
 
 __all__ = ["Trainer", "TrainingError"]
 
 Precision = Literal["fp32", "bf16", "fp16"]
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 class TrainingError(RuntimeError):
@@ -93,6 +99,32 @@ class Trainer:
     progress: bool = True
     max_seconds: float | None = None
 
+    def __post_init__(self) -> None:
+        """Refuse, naming the key, values that would be silently replaced or misread."""
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"trainer.precision={self.precision!r}: expected one of {', '.join(PRECISIONS)}"
+            )
+        whole = {"max_steps": 0, "batch_size": 1, "log_every": 0, "val_every": 0,
+                 "sample_every": 0, "ckpt_every": 0, "keep_last": 1, "max_bad_steps": 1,
+                 "num_workers": 0}  # fmt: skip
+        for key, least in whole.items():
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"trainer.{key}={value!r}: expected a whole number >= {least}")
+        if self.val_items is not None and (
+            not isinstance(self.val_items, int) or self.val_items < 1
+        ):
+            raise ValueError(f"trainer.val_items={self.val_items!r}: expected null or >= 1")
+        positive = {"grad_clip": self.grad_clip, "max_seconds": self.max_seconds}
+        for key, value in positive.items():
+            if value is not None and not (isinstance(value, int | float) and value > 0):
+                raise ValueError(f"trainer.{key}={value!r}: expected null or a number > 0")
+        if self.ema_decay is not None and not (
+            isinstance(self.ema_decay, int | float) and 0 < self.ema_decay < 1
+        ):
+            raise ValueError(f"trainer.ema_decay={self.ema_decay!r}: expected null or in (0, 1)")
+
     def fit(
         self,
         model: nn.Module,
@@ -112,6 +144,22 @@ class Trainer:
             )
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
+        with RunLock(run_dir) if run.is_main else nullcontext():
+            return self._fit(
+                model, data, make_optimizer, make_schedule, run_dir, config, run, device
+            )
+
+    def _fit(
+        self,
+        model: nn.Module,
+        data: DataSplits,
+        make_optimizer: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer],
+        make_schedule: Callable[[torch.optim.Optimizer], Any],
+        run_dir: Path,
+        config: dict[str, Any],
+        run: Distributed,
+        device: torch.device,
+    ) -> dict[str, Any]:
         model.to(device)
         optimizer = make_optimizer(model.parameters())
         schedule = make_schedule(optimizer)
@@ -119,13 +167,22 @@ class Trainer:
         scaler = torch.amp.GradScaler(device.type, enabled=fp16)
         ema = EMA(model, self.ema_decay) if self.ema_decay else None
 
-        step, clock = 0, 0.0
-        latest = latest_checkpoint(run_dir)
-        if latest is not None:
-            step, clock = self._resume(latest, model, ema, optimizer, schedule, scaler, device)
+        step, clock, latest = 0, 0.0, None
+        for candidate in reversed(checkpoints(run_dir)):  # newest first
+            try:
+                step, clock = self._resume(
+                    candidate, model, ema, optimizer, schedule, scaler, device
+                )
+            except (CheckpointError, TensorFileError, KeyError) as error:
+                if run.is_main:
+                    print(f"cannot resume from {candidate} ({error}); trying the one before")
+                continue
+            latest = candidate
             if run.is_main:
                 print(f"resuming from {latest} at step {step}")
-                _truncate_metrics(run_dir / "metrics.jsonl", step)
+            break
+        if run.is_main:  # records past the resumed step (or all, starting afresh) were lost work
+            _truncate_metrics(run_dir / "metrics.jsonl", step if latest else -1)
         sampler = StepBatchSampler(
             len(data.train),
             self.batch_size,
@@ -170,34 +227,40 @@ class Trainer:
                 bad, skipped = bad + 1, skipped + 1
                 if bad >= self.max_bad_steps:
                     bar.close()
+                    if step > self._saved_step(run_dir):  # skipped steps left the weights good
+                        self._checkpoint(
+                            run_dir, step, model, ema, optimizer, schedule, scaler, clock, config,
+                            run,
+                        )  # fmt: skip
                     raise TrainingError(
                         f"the loss or its gradient was not finite for {bad} steps in a row "
-                        f"(step {step}); the last good checkpoint is {latest_checkpoint(run_dir)}"
+                        f"(step {step}); the last good weights are in {latest_checkpoint(run_dir)}"
                     )
                 step += 1
                 bar.update(1)
-                continue
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            schedule.step()
-            if ema is not None:
-                ema.update(model)
-            bad = 0
-            step += 1
-            now = time.perf_counter()
-            clock, tick = clock + now - tick, now
-            bar.update(1)
-            loss_value = loss.item()  # one device sync per step
-            bar.set_postfix(loss=f"{loss_value:.4f}")
-            last = {
-                "step": step,
-                "loss": loss_value,
-                "lr": optimizer.param_groups[0]["lr"],
-                "grad_norm": float(grad_norm),
-                "skipped": skipped,
-                "train_seconds": clock,
-            }
+                last = {**last, "step": step, "skipped": skipped}
+            else:
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+                schedule.step()
+                if ema is not None:
+                    ema.update(model)
+                bad = 0
+                step += 1
+                now = time.perf_counter()
+                clock, tick = clock + now - tick, now
+                bar.update(1)
+                loss_value = loss.item()  # one device sync per step
+                bar.set_postfix(loss=f"{loss_value:.4f}")
+                last = {
+                    "step": step,
+                    "loss": loss_value,
+                    "lr": optimizer.param_groups[0]["lr"],
+                    "grad_norm": float(grad_norm),
+                    "skipped": skipped,
+                    "train_seconds": clock,
+                }
             if self.log_every and step % self.log_every == 0:
                 logger.log(last)
             final = step == self.max_steps or bool(self.max_seconds and clock >= self.max_seconds)
@@ -217,11 +280,27 @@ class Trainer:
             if final:
                 break
         bar.close()
+        if latest_checkpoint(run_dir) is None or step > self._saved_step(run_dir):
+            # max_steps=0 (an untrained baseline), or a run whose last steps were all skipped:
+            # the weights are the last good ones, and they are kept.
+            if step == 0 and self.val_every == 0:
+                last.update(
+                    self._validate(ema.model if ema else model, data, device, run, logger, 0)
+                )
+            self._checkpoint(
+                run_dir, step, model, ema, optimizer, schedule, scaler, clock, config, run
+            )
+            last = {**last, "step": step, "skipped": skipped}
         if run.is_main and last:  # a run resumed after its end trained nothing: keep the record
             (run_dir / "finished.json").write_text(json.dumps(last))
         run.barrier()
         logger.close()
         return last
+
+    @staticmethod
+    def _saved_step(run_dir: Path) -> int:
+        latest = latest_checkpoint(run_dir)
+        return -1 if latest is None else checkpoint_step(latest)
 
     # -- pieces of the loop --------------------------------------------------------------------
     def _autocast(self, device: torch.device) -> Any:
@@ -351,13 +430,20 @@ class _Logger:
 
 def _truncate_metrics(path: Path, step: int) -> None:
     """Drop records of steps after the checkpoint a run resumes from (work that was lost)."""
-    if path.is_file():
-        kept = [
-            line
-            for line in path.read_text().splitlines()
-            if line and json.loads(line).get("step", 0) <= step
-        ]
-        path.write_text("".join(line + "\n" for line in kept))
+    if not path.is_file():
+        return
+    kept = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        try:
+            record = json.loads(line) if line.strip() else None
+        except json.JSONDecodeError:
+            print(f"{path}: line {number} is torn (an interrupted write); dropping it")
+            continue
+        if isinstance(record, dict) and record.get("step", 0) <= step:
+            kept.append(line)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(line + "\n" for line in kept))
+    tmp.replace(path)
 
 
 def _to(batch: Any, device: torch.device) -> Any:
