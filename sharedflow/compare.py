@@ -226,7 +226,10 @@ def _evaluate_entry(
         for label, held_out in sets.items():
             kind = "audio" if hasattr(held_out.items, "sample_rate") else "image"
             if kind != entry.modality:
-                raise ValueError(f"{entry.name}: an {entry.modality} model, but {label} is {kind}")
+                raise ValueError(
+                    f"{entry.name}: an {entry.modality} model in a comparison of {kind} models "
+                    f"(held out: {label})"
+                )
             entry.add(label, _score(model, held_out, max_items))
         if i == 0:
             first = next(iter(sets.values()))

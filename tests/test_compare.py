@@ -6,11 +6,14 @@ import csv
 from pathlib import Path
 
 import pytest
+import soundfile as sf
 from PIL import Image
 
 from sharedflow.api import build_model, parameter_report
 from sharedflow.cli import main
-from sharedflow.compare import compare
+from sharedflow.compare import NOISE, compare
+from sharedflow.data import list_audio
+from sharedflow.data.builtin import speech_corpus
 
 MICRO = ["audio/waveflow-tiny", "audio/nanoflow-tiny"]
 
@@ -43,17 +46,42 @@ def _rows(out: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def test_tables_and_plots_are_written(result: Path) -> None:
+def test_tables_plots_and_samples_are_written(result: Path) -> None:
     rows = _rows(result)
-    assert [r["entry"] for r in rows] == MICRO and all(r["status"] == "ok" for r in rows)
-    assert all(r["seeds"] == "2" and r["metric"] == "ll" for r in rows)
-    assert all(float(r["speed"]) > 0 and r["speed_unit"] == "kHz" for r in rows)
+    assert list(dict.fromkeys(r["entry"] for r in rows)) == [*MICRO, NOISE]
+    assert all(r["status"] == "ok" for r in rows)
+    models = [r for r in rows if r["entry"] in MICRO]
+    metrics = {r["metric"] for r in models}
+    assert {"ll", "pesq", "stoi", "mcd_db", "mrstft", "log_mel_l1", "periodicity"} <= metrics
+    assert all(r["seeds"] == "2" for r in models if r["metric"] == "ll")
+    assert all(float(r["speed"]) > 0 and r["speed_unit"] == "kHz" for r in models)
+    noise = {r["metric"] for r in rows if r["entry"] == NOISE}
+    assert "pesq" in noise and "ll" not in noise  # noise has resynthesis scores, no likelihood
     table = (result / "results.md").read_text()
-    assert "audio/nanoflow-tiny" in table and "±" in table
-    for name in ("quality_vs_params.png", "validation_curves.png"):
+    assert "audio/nanoflow-tiny" in table and "±" in table and NOISE in table
+    pictures = ["quality_vs_params.png", "validation_curves.png"]
+    pictures += [f"samples/{name.replace('/', '_')}.png" for name in MICRO]
+    for name in pictures:
         with Image.open(result / name) as image:
             image.verify()
             assert image.format == "PNG"
+    original, rate = sf.read(result / "samples" / "original.wav")
+    for name in MICRO:
+        audio, _ = sf.read(result / "samples" / f"{name.replace('/', '_')}.wav")
+        assert rate == 22050 and len(audio) == len(original)
+
+
+def test_several_held_out_sets_are_scored(result: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "other"
+    folder.mkdir()
+    for wav in list_audio(speech_corpus(n_clips=48))[-2:]:  # training clips: a second set
+        (folder / wav.name).write_bytes(wav.read_bytes())
+    entries = compare(
+        MICRO[:1], result, steps=2, seeds=2, max_items=1, data=[str(folder), str(folder)]
+    )
+    assert list(entries[0].scores) == [str(folder)]  # one set, named once
+    entries = compare(MICRO[:1], result, steps=2, seeds=1, max_items=1, data=[str(folder)])
+    assert len(entries[0].scores[str(folder)]["ll"]) == 1
 
 
 def test_parameter_counts_equal_sharedflow_params(result: Path) -> None:

@@ -3,7 +3,9 @@
 ``speech_corpus`` writes a speech-like corpus in the LJSpeech layout: each clip is a few
 "syllables" of a voiced source (a glottal pulse train whose pitch follows a smooth contour)
 filtered through three time-varying formant resonators, separated by noise bursts
-(fricatives) and short pauses, at 22.05 kHz, as 16-bit PCM. It is deterministic in ``seed``.
+(fricatives) and short pauses, over a faint room-noise floor (-66 dB below the peak, like a
+quiet recording: digital silence would give a flow an unbounded density), at 22.05 kHz or the
+rate asked for, as 16-bit PCM. It is deterministic in ``seed``.
 """
 
 from __future__ import annotations
@@ -59,7 +61,10 @@ def synthesize_utterance(rng: np.random.Generator, sample_rate: int = 22050) -> 
             pieces.append(0.3 * noise * np.hanning(m))
         pieces.append(np.zeros(int(rng.uniform(0.02, 0.08) * sample_rate)))
     audio = np.concatenate(pieces)
-    return (0.5 * audio / (np.abs(audio).max() + 1e-9)).astype(np.float32)
+    audio = audio / (np.abs(audio).max() + 1e-9)
+    floor = lfilter([1.0], [1.0, -0.7], rng.standard_normal(len(audio)))  # a pinkish hum
+    audio += 5e-4 * floor / floor.std()
+    return (0.5 * audio / np.abs(audio).max()).astype(np.float32)
 
 
 def speech_corpus(
@@ -67,7 +72,9 @@ def speech_corpus(
 ) -> Path:
     """Write (once) and return an LJSpeech-layout corpus of ``n_clips`` clips."""
     root = (
-        Path(root) if root is not None else cache_dir() / f"speech-{n_clips}-{sample_rate}-{seed}"
+        Path(root)
+        if root is not None
+        else cache_dir() / f"speech-v2-{n_clips}-{sample_rate}-{seed}"
     )
     if (root / "metadata.csv").is_file():
         return root
