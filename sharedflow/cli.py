@@ -9,6 +9,7 @@ import argparse
 import itertools
 import json
 import math
+import os
 import sys
 import time
 import warnings
@@ -300,17 +301,18 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _output_dir(path: str) -> Path:
-    """An output folder that exists or can be made, and can be written: checked before work."""
+    """An output folder that exists or could be made, and could be written: checked before any
+    work, creating nothing (a run that fails later leaves no empty folder behind)."""
     out = Path(path)
     if out.exists() and not out.is_dir():
         raise CommandError(f"--out {out}: exists and is not a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".sharedflow-write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as error:
-        raise CommandError(f"--out {out}: cannot write there ({error.strerror})") from error
+    existing = out
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise CommandError(f"--out {out}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise CommandError(f"--out {out}: {existing} cannot be written")
     return out
 
 

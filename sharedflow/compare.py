@@ -279,7 +279,7 @@ def compare(
             noise.add(label, _noise_floor(held_out, held_out.items.sample_rate, max_items))
         entries.append(noise)
     _write_tables(entries, sets, out)
-    _plot([e for e in entries if e.runs], out)
+    _plot([e for e in entries if e.runs], out, next((e for e in entries if e.name == NOISE), None))
     return entries
 
 
@@ -313,74 +313,84 @@ def _significance(entries: list[Entry], label: str, metric: str) -> dict[str, st
     marks = {best: "best"}
     for name, (mean, std) in rows.items():
         spread = std + rows[best][1]
-        if name != best and spread == spread and abs(mean - rows[best][0]) < spread:
+        if name != best and spread == spread and abs(mean - rows[best][0]) <= spread:
             marks[name] = "n.s."
     return marks
 
 
-def _write_tables(entries: list[Entry], sets: dict[str, HeldOut], out: Path) -> None:
-    header = ["entry", "family", "sharing", "params", "shared", "per_step", "embedding",
+CSV_HEADER = ["entry", "family", "sharing", "params", "shared", "per_step", "embedding",
               "deploy_params", "held_out", "metric", "mean", "std", "seeds", "significance",
               "train_seconds", "speed", "speed_unit", "status"]  # fmt: skip
+
+
+def _csv_rows(e: Entry, label: str, marks: dict[str, dict[str, str]]) -> list[list[Any]]:
+    """One row per metric that ``e`` has on held-out set ``label`` (a failed entry: one row)."""
+    training, deployed = e.params.get("training", {}), e.params.get("deploy", {})
+    described = [e.name, e.family, e.sharing, training.get("total", ""),
+                 training.get("shared", ""), max(training.get("per_step") or [0]),
+                 training.get("embedding", ""), deployed.get("total", ""), label]  # fmt: skip
+    timing = [statistics.fmean(e.train_seconds) if e.train_seconds else "", e.speed, e.speed_unit]
+    if e.error:
+        return [[*described, "", "", "", "", "", *timing, f"failed: {e.error}"]]
+    return [
+        [*described, m, *_mean_std(values), len(values), marks.get(m, {}).get(e.name, ""),
+         *timing, "ok"]
+        for m, values in e.scores.get(label, {}).items()
+    ]  # fmt: skip
+
+
+def _markdown_row(e: Entry, label: str, columns: list[str], marks: dict) -> str:
+    if e.error:
+        return f"| {e.name} | failed: {e.error} |"
+    cells = []
+    for m in columns:
+        cell = _cell(*_mean_std(e.scores.get(label, {}).get(m, [])))
+        mark = marks[m].get(e.name, "")
+        cells.append(f"**{cell}**" if mark == "best" else f"{cell} {mark}".strip())
+    training, deployed = e.params.get("training"), e.params.get("deploy")
+    params = f"{training['total']:,} | {deployed['total']:,}" if training else " | "
+    timing = (
+        f"{statistics.fmean(e.train_seconds):.0f} | {e.speed:.1f} {e.speed_unit}"
+        if e.runs
+        else " | "
+    )
+    return f"| {e.name} | {params} | " + " | ".join(cells) + f" | {timing} |"
+
+
+def _write_tables(entries: list[Entry], sets: dict[str, HeldOut], out: Path) -> None:
+    modality = next((e.modality for e in entries if e.modality and not e.error), "audio")
+    columns = COLUMNS[modality]
     rows, lines = [], []
-    for label, held_out in sets.items() or {"": None}.items():
-        modality = next((e.modality for e in entries if e.modality and not e.error), "audio")
-        columns = COLUMNS[modality]
+    for label, held_out in (sets or {"(none)": None}).items():
         marks = {m: _significance(entries, label, m) for m in columns}
         lines += [
             f"Held out: {held_out.description if held_out else label}",
             "",
-            "| entry | params | deploy | " + " | ".join(METRICS[m].name for m in columns)
-            + " | train s | speed |",
+            "| entry | params | deploy | " + " | ".join(columns) + " | train s | speed |",
             "|---" * (len(columns) + 5) + "|",
-        ]  # fmt: skip
-        for e in entries:
-            training, deployed = e.params.get("training", {}), e.params.get("deploy", {})
-            status = f"failed: {e.error}" if e.error else "ok"
-            if e.error:
-                lines.append(f"| {e.name} | {status} |")
-                rows.append([e.name, "", "", "", "", "", "", "", label, "", "", "", "", "",
-                             "", "", "", status])  # fmt: skip
-                continue
-            cells = []
-            for m in columns:
-                mean, std = _mean_std(e.scores.get(label, {}).get(m, []))
-                mark = marks[m].get(e.name, "")
-                cell = (
-                    "" if mean != mean else f"{mean:.3f}" + ("" if std != std else f" ± {std:.3f}")
-                )
-                cells.append(f"**{cell}**" if mark == "best" else f"{cell} {mark}".strip())
-                n = len(e.scores.get(label, {}).get(m, []))
-                rows.append([e.name, e.family, e.sharing, training.get("total", ""),
-                             training.get("shared", ""), max(training.get("per_step") or [0])
-                             if training else "", training.get("embedding", ""),
-                             deployed.get("total", ""), label, m, mean, std, n, mark,
-                             statistics.fmean(e.train_seconds) if e.train_seconds else "",
-                             e.speed, e.speed_unit, status])  # fmt: skip
-            params = f"{training['total']:,} | {deployed['total']:,}" if training else "| "
-            timing = (f"{statistics.fmean(e.train_seconds):.0f} | {e.speed:.1f} {e.speed_unit}"
-                      if e.runs else "| ")  # fmt: skip
-            lines.append(f"| {e.name} | {params} | " + " | ".join(cells) + f" | {timing} |")
-        lines.append("")
+            *[_markdown_row(e, label, columns, marks) for e in entries],
+            "",
+        ]
+        rows += [row for e in entries for row in _csv_rows(e, label, marks)]
     seeds = max((len(e.runs) for e in entries), default=0)
+    lines += [f"- {m}: {METRICS[m].unit}, "
+              f"{'higher' if METRICS[m].higher_is_better else 'lower'} is better."
+              for m in columns]  # fmt: skip
     lines += [
-        *[f"- {METRICS[m].name}: {METRICS[m].unit}, "
-          f"{'higher' if METRICS[m].higher_is_better else 'lower'} is better."
-          for m in COLUMNS[next((e.modality for e in entries if e.modality), "audio")]],
-        f"- Mean ± standard deviation over {seeds} seed(s). **Bold**: the best entry; n.s.: "
-        "its difference from the best is smaller than their spreads added (not significant)."
-        + (" With one seed there is no spread, so nothing is marked." if seeds < 2 else ""),
+        f"- Mean ± standard deviation over {seeds} seed(s). **Bold**: the best entry; n.s.: its "
+        "difference from the best is no larger than their spreads added (not significant)."
+        + (" With one seed there is no spread to judge by." if seeds < 2 else ""),
         "- Params: training form (with weight norm, embeddings); deploy: weight norm removed, "
         "flow embeddings folded. Speed: synthesis of 1 s of held-out audio, or sampling.",
-    ]  # fmt: skip
+    ]
     with (out / "results.csv").open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(header)
+        writer.writerow(CSV_HEADER)
         writer.writerows(rows)
     (out / "results.md").write_text("\n".join(lines) + "\n")
 
 
-def _plot(entries: list[Entry], out: Path) -> None:
+def _plot(entries: list[Entry], out: Path, floor: Entry | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -400,6 +410,9 @@ def _plot(entries: list[Entry], out: Path) -> None:
                         markersize=9, label=f"{e.family} / {e.sharing}")  # fmt: skip
             ax.annotate(e.name.split("/")[-1], (x, mean), fontsize=7,
                         textcoords="offset points", xytext=(5, 5))  # fmt: skip
+        if floor is not None and metric in next(iter(floor.scores.values()), {}):
+            level = _mean_std(next(iter(floor.scores.values()))[metric])[0]
+            ax.axhline(level, color="grey", linestyle="--", linewidth=1, label=NOISE)
         ax.set_xscale("log")
         ax.set_xlabel("parameters (training form)")
         ax.set_ylabel(METRICS[metric].unit)

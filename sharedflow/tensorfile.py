@@ -8,6 +8,7 @@ turn the safety off.
 from __future__ import annotations
 
 import pickle
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,17 +34,22 @@ def refusal_reason(error: pickle.UnpicklingError) -> str:
     return "it names classes or functions"
 
 
-def load_tensors(path: str | Path) -> Any:
-    """The contents of ``path``: tensors, numbers, strings and containers of them."""
+def load_tensors(
+    path: str | Path,
+    allowed: Sequence[Any] = (),
+    what: str = "tensors and plain values",
+) -> Any:
+    """The contents of ``path``: tensors, numbers, strings and containers of them, plus the
+    ``allowed`` classes (torch's ``safe_globals``); ``what`` names what may be read."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(list(allowed)):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         raise TensorFileError(
-            f"{path}: refused to unpickle ({refusal_reason(error)}); only tensors and plain "
-            "values are read"
+            f"{path}: refused to unpickle ({refusal_reason(error)}); only {what} are read"
         ) from error
     except Exception as error:  # torch.load raises many types for files it cannot parse
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

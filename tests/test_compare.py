@@ -85,7 +85,7 @@ def test_several_held_out_sets_are_scored(result: Path, tmp_path: Path) -> None:
 
 
 def test_parameter_counts_equal_sharedflow_params(result: Path) -> None:
-    for row in _rows(result):
+    for row in (r for r in _rows(result) if r["entry"] in MICRO and r["metric"] == "ll"):
         report = parameter_report(build_model(row["entry"], device="meta"))
         assert int(row["params"]) == report["training"]["total"]
         assert int(row["deploy_params"]) == report["deploy"]["total"]

@@ -10,16 +10,14 @@ module tree is then flattened into a state dict.
 
 from __future__ import annotations
 
-import pickle
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-import torch
 from safetensors.torch import load_file
 from torch import Tensor
 
-from sharedflow.tensorfile import refusal_reason
+from sharedflow.tensorfile import TensorFileError, load_tensors
 
 __all__ = ["ConversionError", "read_state_dict"]
 
@@ -76,16 +74,11 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     if path.suffix == ".safetensors":
         return load_file(path)
     stand_ins = [_stand_in(m, n) for m, n in _MODULE_CLASSES]
+    known = "tensors and the state of known WaveGlow/WaveFlow/TarFlow classes"
     try:
-        with torch.serialization.safe_globals([*stand_ins, OrderedDict, set]):
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise ConversionError(
-            f"{path}: refused to unpickle ({refusal_reason(error)}); only tensors and the "
-            "state of known WaveGlow/WaveFlow/TarFlow classes are read"
-        ) from error
-    except Exception as error:  # torch.load raises many types for files it cannot parse
-        raise ConversionError(f"{path}: not a readable checkpoint ({error})") from error
+        obj = load_tensors(path, [*stand_ins, OrderedDict, set], what=known)
+    except TensorFileError as error:
+        raise ConversionError(str(error)) from error
     if isinstance(obj, dict) and ("model" in obj or "state_dict" in obj):
         obj = obj.get("model", obj.get("state_dict"))
     state = _flatten(obj) if isinstance(obj, _Inert) else obj

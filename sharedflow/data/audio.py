@@ -159,6 +159,11 @@ class AudioClips(Dataset):
     def __getitem__(self, index: int) -> torch.Tensor:
         audio = load_audio(self.files[index], self.sample_rate, self.resample)
         usable = len(audio) - len(audio) % self.length_multiple
+        if usable == 0:
+            raise AudioError(
+                f"{self.files[index]}: {len(audio)} samples, shorter than one hop "
+                f"({self.length_multiple}): too short to score"
+            )
         return torch.from_numpy(audio[:usable])
 
 

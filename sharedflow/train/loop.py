@@ -343,9 +343,15 @@ class Trainer:
     ) -> None:
         if run.is_main:
             device = next(model.parameters()).device
-            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            with (
+                torch.random.fork_rng(devices=[device] if device.type == "cuda" else []),
+                warnings.catch_warnings(record=True) as caught,
+            ):
+                warnings.simplefilter("always")
                 torch.manual_seed(self.seed)
                 write_samples(model, data, run_dir / "samples", step, self.sample_temperature)
+            for warning in caught:  # e.g. clipping in an early sample: one line, no source
+                tqdm.write(f"note: {warning.message}")
 
     def _checkpoint(
         self,
