@@ -19,6 +19,7 @@ from sharedflow.data.held_out import HeldOut, held_out
 from sharedflow.recipes import build, compose
 from sharedflow.sharing import ParameterCount, count_parameters, deploy
 from sharedflow.train.checkpoint import (
+    CheckpointError,
     average_weights,
     checkpoints,
     load_weights,
@@ -83,6 +84,13 @@ def load_model(
         average_weights(model, found[-average:])
     else:
         load_weights(model, path, ema=ema)
+    bad = [
+        k
+        for k, v in model.state_dict().items()
+        if v.is_floating_point() and not v.isfinite().all()
+    ]
+    if bad:
+        raise CheckpointError(f"{path}: non-finite weights in {bad[:3]} ({len(bad)} tensors)")
     return model.to(device).eval(), config
 
 
@@ -147,7 +155,13 @@ def resynthesis_quality(
             raise QualityError(f"{_item_name(clips, i)}: {error}") from error
         for name, value in result.items():
             scores.setdefault(name, []).append(value)
-    return {name: float(np.nanmean(values)) for name, values in scores.items()}
+    # f0_cents is nan for a clip with no frame voiced in both: averaged over the clips that have
+    return {name: _finite_mean(values) for name, values in scores.items()}
+
+
+def _finite_mean(values: list[float]) -> float:
+    finite = [v for v in values if np.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")
 
 
 def _item_name(items: Any, index: int) -> str:

@@ -54,8 +54,10 @@ PRESETS: dict[str, list[str]] = {
         "image/nanoflow-glow-tiny",
     ],
 }
+# The table's columns; results.csv also has the pitch error (f0_cents), which is undefined for
+# resynthesis with no frame voiced in both signals.
 COLUMNS = {
-    "audio": ["ll", "pesq", "stoi", "mcd_db", "mrstft", "log_mel_l1", "periodicity", "f0_cents"],
+    "audio": ["ll", "pesq", "stoi", "mcd_db", "mrstft", "log_mel_l1", "periodicity"],
     "image": ["bpd"],
 }
 NOISE = "white noise (same loudness)"
@@ -313,7 +315,8 @@ def _significance(entries: list[Entry], label: str, metric: str) -> dict[str, st
     marks = {best: "best"}
     for name, (mean, std) in rows.items():
         spread = std + rows[best][1]
-        if name != best and spread == spread and abs(mean - rows[best][0]) <= spread:
+        tie = 1e-9 * max(1.0, abs(rows[best][0]))
+        if name != best and spread == spread and abs(mean - rows[best][0]) <= spread + tie:
             marks[name] = "n.s."
     return marks
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from safetensors import safe_open
 from safetensors.torch import save_file
 
 from sharedflow.cli import main
@@ -42,6 +43,19 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     truncated = root / "truncated" / "model.safetensors"
     truncated.parent.mkdir()
     truncated.write_bytes((audio / "ckpt-00000001" / "model.safetensors").read_bytes()[:300])
+    nan_weights = root / "nan-weights"
+    nan_weights.mkdir()
+    for name in ("model.safetensors", "state.pt"):
+        (nan_weights / name).write_bytes((audio / "ckpt-00000001" / name).read_bytes())
+    from safetensors.torch import load_file
+
+    stored = load_file(nan_weights / "model.safetensors")
+    with safe_open(str(nan_weights / "model.safetensors"), "pt") as f:
+        metadata = f.metadata()
+    first = next(k for k, v in stored.items() if v.is_floating_point())
+    stored[first] = torch.full_like(stored[first], float("nan"))
+    save_file(stored, nan_weights / "model.safetensors", metadata)
+    paths["nan-weights"] = nan_weights
     wrong = root / "wrong-structure"
     wrong.mkdir()
     save_file({"w": torch.zeros(1)}, wrong / "model.safetensors", {"config": json.dumps([1])})
@@ -78,6 +92,8 @@ def _cases(f: dict[str, Path]) -> list[tuple[list[str], str]]:
         (["train", "audio/waveflow-tiny", "model.channels=-1"], "channels=-1"),
         (["train", "audio/waveflow-tiny", "model.channels=abc"], "channels='abc'"),
         (["train", "image/glow-tiny", "data.source=x.npy"], "data.format=builtin"),
+        (["train", "audio/waveflow-tiny", "optim.lr=abc", *FAST], "optim: cannot build Adam"),
+        (["evaluate", str(f["nan-weights"])], "non-finite weights"),
         (["params", "audio/no-such"], "unknown recipe"),
         (["convert", "waveglow", str(r / "short.wav"), str(r / "conv")], "short.wav"),
         (["compare", "micro", "--out", str(r / "cmp"), "--seeds", "0"], "--seeds"),
@@ -128,3 +144,35 @@ def test_an_unexpected_exception_is_one_line_naming_an_internal_error(
     ]
     with pytest.raises(AttributeError):
         main(["--debug", "recipes"])
+
+
+def test_a_full_disk_at_a_checkpoint_is_one_line_and_keeps_the_last_checkpoint(
+    files: dict[str, Path], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    import sharedflow.train.checkpoint as checkpoint
+
+    run = files["root"] / "full-disk"
+    assert main(["train", "audio/waveflow-tiny", f"run_dir={run}", *FAST]) == 0
+    kept = _digest(run / "ckpt-00000001")
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(run / "ckpt-00000002.tmp"))
+
+    monkeypatch.setattr(checkpoint, "save_model", full)
+    args = ["train", "audio/waveflow-tiny", f"run_dir={run}", *FAST, "trainer.max_steps=2"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "No space left on device" in err
+    assert _digest(run / "ckpt-00000001") == kept
+    assert not (run / "ckpt-00000002.tmp").exists() and not (run / "ckpt-00000002").exists()
+
+
+def test_a_sweep_keeps_the_run_dir_it_was_given(
+    files: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = files["root"] / "sweep"
+    args = ["train", "-m", "audio/waveflow-tiny", *FAST, f"run_dir={base}", "model.channels=8,16"]
+    assert main(args) == 0
+    assert (base / "0" / "ckpt-00000001").is_dir() and (base / "1" / "ckpt-00000001").is_dir()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
@@ -174,3 +175,27 @@ def test_image_bad_inputs_are_clear_errors() -> None:
         tarflow(10, 3, 4, 64, 2, 1)
     with pytest.raises(ValueError, match="cannot be squeezed"):
         glow(12, 3, 3, 2, 16)
+
+
+def test_npy_images_use_their_labels_file_and_refuse_bad_labels(tmp_path: Path) -> None:
+    import numpy as np
+
+    from sharedflow.data.images import ImageError
+    from sharedflow.data.splits import images
+
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "x.npy", rng.integers(0, 255, (40, 8, 8, 3), dtype=np.uint8))
+    np.save(tmp_path / "y.npy", np.arange(40) % 4)
+    data = images(
+        "npy", str(tmp_path / "x.npy"), image_size=8, n_val=8, labels=str(tmp_path / "y.npy")
+    )
+    assert sorted({int(data.train[(i, 0)][1]) for i in range(len(data.train))}) == [0, 1, 2, 3]
+    np.save(tmp_path / "bad.npy", np.arange(40) - 1)
+    with pytest.raises(ImageError, match="non-negative integer labels"):
+        images("npy", str(tmp_path / "x.npy"), image_size=8, labels=str(tmp_path / "bad.npy"))
+    model = (
+        glow(image_size=8, num_classes=2) if "num_classes" in glow.__code__.co_varnames else None
+    )
+    if model is not None:
+        with pytest.raises(ValueError, match="labels must lie in 0..1"):
+            model((torch.zeros(2, 3, 8, 8, dtype=torch.uint8), torch.tensor([0, 3])))

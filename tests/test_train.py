@@ -317,3 +317,14 @@ def test_bf16_autocast_ema_and_checkpoint_averaging_on_cpu(tmp_path: Path) -> No
     name = next(n for n, _ in plain.named_parameters() if n.endswith("gate"))
     values = [dict(m.named_parameters())[name] for m in (ema, plain, averaged)]
     assert not torch.equal(values[0], values[1]) and not torch.equal(values[1], values[2])
+
+
+def test_checkpoint_files_and_folder_are_fsynced_around_the_rename(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[str] = []
+    real = checkpoint_module._fsync
+    monkeypatch.setattr(checkpoint_module, "_fsync", lambda p: synced.append(p.name) or real(p))
+    _fit(_Flaky(set()), tmp_path, max_steps=1)
+    assert {"model.safetensors", "state.pt", "ckpt-00000001.tmp"} <= set(synced)
+    assert synced[-1] == tmp_path.name  # the folder, after the rename

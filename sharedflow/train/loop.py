@@ -161,8 +161,8 @@ class Trainer:
         device: torch.device,
     ) -> dict[str, Any]:
         model.to(device)
-        optimizer = make_optimizer(model.parameters())
-        schedule = make_schedule(optimizer)
+        optimizer = _build("optim", make_optimizer, model.parameters())
+        schedule = _build("schedule", make_schedule, optimizer)
         fp16 = self.precision == "fp16" and device.type == "cuda"
         scaler = torch.amp.GradScaler(device.type, enabled=fp16)
         ema = EMA(model, self.ema_decay) if self.ema_decay else None
@@ -450,6 +450,16 @@ def _truncate_metrics(path: Path, step: int) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text("".join(line + "\n" for line in kept))
     tmp.replace(path)
+
+
+def _build(key: str, make: Callable[[Any], Any], argument: Any) -> Any:
+    """``make(argument)``, with a refused setting reported under its recipe key."""
+    try:
+        return make(argument)
+    except (TypeError, ValueError) as error:
+        name = getattr(getattr(make, "func", make), "__name__", "?")
+        given = ", ".join(f"{k}={v!r}" for k, v in getattr(make, "keywords", {}).items())
+        raise ValueError(f"{key}: cannot build {name}({given}): {error}") from error
 
 
 def _to(batch: Any, device: torch.device) -> Any:
