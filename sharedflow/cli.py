@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from sharedflow.errors import first_line
 from sharedflow.train.checkpoint import latest_checkpoint
 
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}  # torch names, loaded lazily
@@ -541,11 +542,6 @@ def _parser() -> argparse.ArgumentParser:
 USER_ERRORS = (CommandError, ValueError, OSError, KeyError, RuntimeError)
 
 
-def _one_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -557,11 +553,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         if isinstance(error, USER_ERRORS):
-            print(f"sharedflow {args.command}: error: {_one_line(error)}", file=sys.stderr)
+            print(f"sharedflow {args.command}: error: {first_line(error)}", file=sys.stderr)
             return 2
         print(
             f"sharedflow {args.command}: internal error: {type(error).__name__}: "
-            f"{_one_line(error)} (run 'sharedflow --debug {args.command} ...' for the traceback)",
+            f"{first_line(error)} (run 'sharedflow --debug {args.command} ...' for the traceback)",
             file=sys.stderr,
         )
         return 1

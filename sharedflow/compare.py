@@ -31,6 +31,7 @@ import torch
 from sharedflow.api import HeldOut, held_out_set, load_model, parameter_report
 from sharedflow.api import resynthesis_quality as _resynthesis_quality
 from sharedflow.audio.quality import METRICS, resynthesis_scores
+from sharedflow.errors import first_line
 from sharedflow.recipes import RecipeError, list_recipes
 from sharedflow.sharing import deploy
 from sharedflow.train.checkpoint import resolve_checkpoint
@@ -271,7 +272,7 @@ def compare(
                 print(f"[{time.strftime('%H:%M:%S')}] {name}: scoring", flush=True)
             _evaluate_entry(entry, sets, data, max_items, out)
         except Exception as error:  # one failed entry must not stop the comparison
-            entry.error = f"{type(error).__name__}: {str(error).strip().splitlines()[0]}"
+            entry.error = f"{type(error).__name__}: {first_line(error)}"
             with (out / "errors.log").open("a") as log:
                 log.write(f"{name}\n{traceback.format_exc()}\n")
     ok = [e for e in entries if not e.error]

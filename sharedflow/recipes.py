@@ -21,6 +21,8 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from sharedflow.errors import first_line
+
 __all__ = [
     "BUILDERS",
     "RECIPES_DIR",
@@ -55,8 +57,7 @@ def compose(recipe: str, overrides: list[str] | None = None) -> DictConfig:
         with initialize_config_dir(str(RECIPES_DIR), version_base=None):
             cfg = hydra_compose("train", overrides=[f"experiment={recipe}", *(overrides or [])])
     except (HydraException, OmegaConfBaseException) as error:
-        first = str(error).strip().splitlines()[0]
-        raise RecipeError(f"recipe {recipe!r}: {first}") from error
+        raise RecipeError(f"recipe {recipe!r}: {first_line(error)}") from error
     check_targets(cfg)
     return cfg
 
@@ -158,14 +159,20 @@ def build(node: Any, where: str = "config") -> Any:
         if isinstance(error, RecipeError):
             raise
         target = bound.get("_target_") if isinstance(bound, dict) else None
-        values = ", ".join(
-            f"{k}={v!r}" for k, v in bound.items() if not k.startswith("_") and not isinstance(
-                v, dict | list)
-        ) if isinstance(bound, dict) else ""  # fmt: skip
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise RecipeError(
-            f"{where}: cannot build {getattr(target, '__name__', '?')}({values}): {reason}"
+            f"{where}: cannot build {getattr(target, '__name__', '?')}({_given(bound)}): "
+            f"{first_line(error)}"
         ) from error
+
+
+def _given(node: Any) -> str:
+    """The plain values a node passes to its builder, as ``key=value`` pairs."""
+    if not isinstance(node, dict):
+        return ""
+    plain = {
+        k: v for k, v in node.items() if not k.startswith("_") and not isinstance(v, dict | list)
+    }
+    return ", ".join(f"{k}={v!r}" for k, v in plain.items())
 
 
 def _instantiate(node: Any) -> Any:

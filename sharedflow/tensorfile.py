@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from sharedflow.errors import first_line
+
 __all__ = ["TensorFileError", "load_tensors", "refusal_reason"]
 
 
@@ -52,5 +54,6 @@ def load_tensors(
             f"{path}: refused to unpickle ({refusal_reason(error)}); only {what} are read"
         ) from error
     except Exception as error:  # torch.load raises many types for files it cannot parse
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise TensorFileError(f"{path}: not a readable tensor file ({reason})") from error
+        raise TensorFileError(
+            f"{path}: not a readable tensor file ({first_line(error)})"
+        ) from error
