@@ -203,7 +203,14 @@ def _synthesize(args: argparse.Namespace) -> int:
         raise CommandError(f"inputs share a file name, so their outputs would collide: {stems}")
     # Every input is read before anything is synthesised: a bad one costs no work.
     inputs = [(path, read_mel_input(Path(path), model)) for path in args.inputs]
-    model.flow.to(getattr(torch, DTYPES[args.dtype]))  # the mel front end stays float32
+    from sharedflow.precision import Capabilities, choose
+
+    capabilities = Capabilities.detect(args.device)
+    dtype, warning = choose(args.dtype, capabilities)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"precision: {dtype} ({capabilities.describe()})")
+    model.flow.to(getattr(torch, DTYPES[dtype]))  # the mel front end stays float32
     denoiser = Denoiser(model) if args.denoise > 0 else None  # one bias spectrum per model
     total_audio = total_time = 0.0
     for path, mels in inputs:
@@ -471,10 +478,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     synth.add_argument(
         "--dtype",
-        choices=sorted(DTYPES),
-        default="fp32",
-        help="the flow's precision: bf16 for CPUs with AVX512-BF16 or AMX and for CUDA, "
-        "fp16 for CUDA",
+        choices=["auto", *sorted(DTYPES)],
+        default="auto",
+        help="the flow's precision; auto (default): bf16 where it is native (a CPU with "
+        "AVX512-BF16 or AMX, CUDA 8.0+), else fp32",
     )
     sample = command(
         "sample", "image samples as a PNG grid (guidance, temperature, denoising)", _sample

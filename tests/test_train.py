@@ -156,7 +156,7 @@ def test_zero_steps_write_an_untrained_checkpoint(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("key", "value", "message"),
     [
-        ("precision", "fp8", "trainer.precision='fp8': expected one of fp32, bf16, fp16"),
+        ("precision", "fp8", "trainer.precision='fp8': expected one of auto, fp32, bf16, fp16"),
         ("max_steps", -1, "trainer.max_steps=-1: expected a whole number >= 0"),
         ("batch_size", 0, "trainer.batch_size=0"),
         ("grad_clip", "abc", "trainer.grad_clip='abc'"),

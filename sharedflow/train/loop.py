@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from sharedflow.data.splits import DataSplits
 from sharedflow.layers.actnorm import ActNorm
+from sharedflow.precision import PRECISIONS, Capabilities, choose
 from sharedflow.tensorfile import TensorFileError
 from sharedflow.train.checkpoint import (
     CheckpointError,
@@ -47,8 +48,7 @@ from sharedflow.train.samples import write_samples
 
 __all__ = ["Trainer", "TrainingError"]
 
-Precision = Literal["fp32", "bf16", "fp16"]
-PRECISIONS = ("fp32", "bf16", "fp16")
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
 
 
 class TrainingError(RuntimeError):
@@ -62,7 +62,8 @@ class Trainer:
     Args:
         max_steps: optimiser steps in all (a resumed run stops there too).
         batch_size: per process.
-        precision: ``fp32``, ``bf16`` or ``fp16`` autocast (fp16 with gradient scaling).
+        precision: ``fp32``, ``bf16`` or ``fp16`` autocast (fp16 with gradient scaling), or
+            ``auto``: bf16 where the device has it natively, else fp32.
         grad_clip: max gradient norm, or None.
         ema_decay: keep an EMA of the weights (used for validation and samples), or None.
         log_every / val_every / sample_every / ckpt_every: periods in steps (0: never; a
@@ -101,7 +102,7 @@ class Trainer:
 
     def __post_init__(self) -> None:
         """Refuse, naming the key, values that would be silently replaced or misread."""
-        if self.precision not in PRECISIONS:
+        if self.precision not in PRECISIONS:  # auto: bf16 where native (sharedflow.precision)
             raise ValueError(
                 f"trainer.precision={self.precision!r}: expected one of {', '.join(PRECISIONS)}"
             )
@@ -161,9 +162,12 @@ class Trainer:
         device: torch.device,
     ) -> dict[str, Any]:
         model.to(device)
+        precision, warning = choose(self.precision, Capabilities.detect(device))
+        if warning and run.is_main:
+            warnings.warn(f"trainer.precision={self.precision}: {warning}", stacklevel=2)
         optimizer = _build("optim", make_optimizer, model.parameters())
         schedule = _build("schedule", make_schedule, optimizer)
-        fp16 = self.precision == "fp16" and device.type == "cuda"
+        fp16 = precision == "fp16" and device.type == "cuda"
         scaler = torch.amp.GradScaler(device.type, enabled=fp16)
         ema = EMA(model, self.ema_decay) if self.ema_decay else None
 
@@ -197,7 +201,7 @@ class Trainer:
             self._initialise(model, data, sampler, device)
         trained = DistributedDataParallel(model) if run.enabled else model
         logger = _Logger(run_dir, enabled=run.is_main)
-        autocast = self._autocast(device)
+        autocast = self._autocast(device, precision)
         bad = skipped = 0
         last: dict[str, Any] = {}
         if step == 0 and self.val_every:
@@ -303,10 +307,10 @@ class Trainer:
         return -1 if latest is None else checkpoint_step(latest)
 
     # -- pieces of the loop --------------------------------------------------------------------
-    def _autocast(self, device: torch.device) -> Any:
-        if self.precision == "fp32":
+    def _autocast(self, device: torch.device, precision: str) -> Any:
+        if precision == "fp32":
             return nullcontext()
-        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
         return torch.autocast(device.type, dtype=dtype)
 
     @torch.no_grad()

@@ -1,0 +1,43 @@
+"""``--dtype auto`` and ``trainer.precision=auto``: bf16 only where it is native."""
+
+from __future__ import annotations
+
+import pytest
+
+from sharedflow.precision import Capabilities, choose
+
+AVX2 = Capabilities("AVX2", frozenset({"avx2", "fma"}))
+AVX512 = Capabilities("AVX512", frozenset({"avx2", "avx512f", "avx512bw"}))
+SAPPHIRE_RAPIDS = Capabilities("AVX512", frozenset({"avx512f", "avx512_bf16", "amx_bf16"}))
+COOPER_LAKE = Capabilities("AVX512", frozenset({"avx512f", "avx512_bf16"}))
+V100 = Capabilities("AVX2", frozenset(), (7, 0))
+A100 = Capabilities("AVX2", frozenset(), (8, 0))
+
+
+@pytest.mark.parametrize(
+    ("capabilities", "expected"),
+    [(AVX2, "fp32"), (AVX512, "fp32"), (SAPPHIRE_RAPIDS, "bf16"), (COOPER_LAKE, "bf16"),
+     (V100, "fp32"), (A100, "bf16")],
+)  # fmt: skip
+def test_auto_picks_bf16_only_where_it_is_native(
+    capabilities: Capabilities, expected: str
+) -> None:
+    assert choose("auto", capabilities) == (expected, None)
+
+
+def test_explicit_half_precision_without_hardware_support_warns() -> None:
+    dtype, warning = choose("bf16", AVX2)
+    assert dtype == "bf16" and "emulated" in warning and "native bf16: none" in warning
+    assert choose("bf16", SAPPHIRE_RAPIDS) == ("bf16", None)
+    assert choose("bf16", A100) == ("bf16", None)
+    assert "emulated" in choose("fp16", AVX512)[1]
+    assert choose("fp16", V100) == ("fp16", None)
+    assert choose("fp32", AVX2) == ("fp32", None)
+    with pytest.raises(ValueError, match="expected one of auto, fp32, bf16, fp16"):
+        choose("fp8", AVX2)
+
+
+def test_this_machine_is_described() -> None:
+    detected = Capabilities.detect("cpu")
+    assert detected.cpu_capability in detected.describe()
+    assert choose("auto", detected)[0] == ("bf16" if detected.native_bf16() else "fp32")
