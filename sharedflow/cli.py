@@ -170,18 +170,15 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _fid(args: argparse.Namespace) -> float:
-    from omegaconf import OmegaConf
-
-    from sharedflow.api import load_model
+    from sharedflow.api import held_out_set, load_model
     from sharedflow.fid import load_extractor, sample_fid
-    from sharedflow.recipes import build
 
     extractor = load_extractor(args.fid)
     model, config = load_model(args.checkpoint, args.ema, args.average, args.device)
     if getattr(model, "modality", None) != "image":
         raise CommandError("FID is for image models")
-    data_cfg = OmegaConf.merge(OmegaConf.create(config["data"]), _data_overrides(args.overrides))
-    return sample_fid(model, build(data_cfg).val, extractor, args.fid_samples)
+    images = held_out_set(config, _data_overrides(args.overrides)).items
+    return sample_fid(model, images, extractor, args.fid_samples)
 
 
 def _synthesize(args: argparse.Namespace) -> int:

@@ -115,8 +115,8 @@ def _trained_runs(
 
 @torch.no_grad()
 def _speed(model: torch.nn.Module, items: Any) -> tuple[float, str]:
-    """Synthesis (kHz of 1 s of held-out audio) or sampling (images/s) speed, deploy form."""
-    model = deploy(model)
+    """Synthesis (kHz of 1 s of held-out audio) or sampling (images/s) speed of the deploy
+    form ``model``."""
     if model.modality == "audio":
         mel = model.mel(items[0][: model.sample_rate][None])
         run = lambda: model.synthesize(mel).shape[-1] / 1000  # noqa: E731
@@ -139,10 +139,13 @@ def _run_dir(path: Path) -> Path:
     return path.parent if (path / "model.safetensors").is_file() else path
 
 
-def _score(model: torch.nn.Module, held_out: HeldOut, max_items: int | None) -> dict[str, float]:
+def _score(
+    model: torch.nn.Module, deployed: torch.nn.Module, held_out: HeldOut, max_items: int | None
+) -> dict[str, float]:
+    """Likelihood of the training form; resynthesis by the deploy form, as a user runs it."""
     result = evaluate(model, held_out.items, "cpu", max_items)
     if model.modality == "audio":
-        result.update(_resynthesis_quality(deploy(model), held_out.items, max_items=max_items))
+        result.update(_resynthesis_quality(deployed, held_out.items, max_items=max_items))
     return result
 
 
@@ -168,9 +171,9 @@ def _write_samples(entry: Entry, model: torch.nn.Module, held_out: HeldOut, out:
     stem = entry.name.replace("/", "_")
     if entry.modality == "audio":
         clip = held_out.items[0][: 4 * model.sample_rate].float()
-        audio = deploy(model).resynthesize(clip[None])[0].float()
+        audio = model.resynthesize(clip[None])[0].float()
         write_wav(out / "original.wav", clip, model.sample_rate)
-        write_wav(out / f"{stem}.wav", audio.clamp(-1, 1), model.sample_rate)
+        write_wav(out / f"{stem}.wav", audio, model.sample_rate)  # reports any clipping
         _spectrograms(clip, audio, model.sample_rate, entry.name, out / f"{stem}.png")
     else:
         from sharedflow.data.images import save_grid
@@ -220,6 +223,7 @@ def _evaluate_entry(
     """Scores of each run on every held-out set (the first entry's, or ``data_sources``)."""
     for i, run in enumerate(entry.runs):
         model, config = load_model(run)
+        deployed = deploy(model)  # once per run: resynthesis, speed and samples use it
         entry.family, entry.sharing = _describe(config)
         entry.modality = model.modality
         if not sets:
@@ -233,12 +237,12 @@ def _evaluate_entry(
                     f"{entry.name}: an {entry.modality} model in a comparison of {kind} models "
                     f"(held out: {label})"
                 )
-            entry.add(label, _score(model, held_out, max_items))
+            entry.add(label, _score(model, deployed, held_out, max_items))
         if i == 0:
             first = next(iter(sets.values()))
             entry.params = parameter_report(model)
-            entry.speed, entry.speed_unit = _speed(model, first.items)
-            _write_samples(entry, model, first, out / "samples")
+            entry.speed, entry.speed_unit = _speed(deployed, first.items)
+            _write_samples(entry, deployed, first, out / "samples")
         finished = _run_dir(Path(run)) / "finished.json"
         record = json.loads(finished.read_text()) if finished.is_file() else {}
         entry.train_seconds.append(float(record.get("train_seconds", float("nan"))))

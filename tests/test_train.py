@@ -328,3 +328,15 @@ def test_checkpoint_files_and_folder_are_fsynced_around_the_rename(
     _fit(_Flaky(set()), tmp_path, max_steps=1)
     assert {"model.safetensors", "state.pt", "ckpt-00000001.tmp"} <= set(synced)
     assert synced[-1] == tmp_path.name  # the folder, after the rename
+
+
+def test_a_run_whose_checkpoints_are_all_unreadable_is_not_restarted_silently(
+    tmp_path: Path,
+) -> None:
+    _fit(_Flaky(set()), tmp_path, max_steps=2, ckpt_every=1, keep_last=2)
+    for checkpoint in tmp_path.glob("ckpt-*"):
+        (checkpoint / "model.safetensors").write_bytes(b"garbage")
+    before = (tmp_path / "metrics.jsonl").read_text()
+    with pytest.raises(TrainingError, match="none of its 2 checkpoints can be read"):
+        _fit(_Flaky(set()), tmp_path, max_steps=4, ckpt_every=1)
+    assert (tmp_path / "metrics.jsonl").read_text() == before  # nothing thrown away

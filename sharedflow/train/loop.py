@@ -171,20 +171,9 @@ class Trainer:
         scaler = torch.amp.GradScaler(device.type, enabled=fp16)
         ema = EMA(model, self.ema_decay) if self.ema_decay else None
 
-        step, clock, latest = 0, 0.0, None
-        for candidate in reversed(checkpoints(run_dir)):  # newest first
-            try:
-                step, clock = self._resume(
-                    candidate, model, ema, optimizer, schedule, scaler, device
-                )
-            except (CheckpointError, TensorFileError, KeyError) as error:
-                if run.is_main:
-                    print(f"cannot resume from {candidate} ({error}); trying the one before")
-                continue
-            latest = candidate
-            if run.is_main:
-                print(f"resuming from {latest} at step {step}")
-            break
+        step, clock, latest = self._resume_latest(
+            run_dir, model, ema, optimizer, schedule, scaler, device, run
+        )
         if run.is_main:  # records past the resumed step (or all, starting afresh) were lost work
             _truncate_metrics(run_dir / "metrics.jsonl", step if latest else -1)
         sampler = StepBatchSampler(
@@ -384,6 +373,40 @@ class Trainer:
                 run_dir, step, model, state, config, ema.model if ema else None, self.keep_last
             )
         run.barrier()
+
+    def _resume_latest(
+        self,
+        run_dir: Path,
+        model: nn.Module,
+        ema: EMA | None,
+        optimizer: Any,
+        schedule: Any,
+        scaler: Any,
+        device: torch.device,
+        run: Distributed,
+    ) -> tuple[int, float, Path | None]:
+        """Resume from the newest readable checkpoint, saying which were skipped; step 0 when
+        the run has none. A run whose checkpoints are all unreadable is an error: restarting
+        from scratch over them would silently throw its work away."""
+        found = checkpoints(run_dir)
+        for candidate in reversed(found):  # newest first
+            try:
+                step, clock = self._resume(
+                    candidate, model, ema, optimizer, schedule, scaler, device
+                )
+            except (CheckpointError, TensorFileError, KeyError) as error:
+                if run.is_main:
+                    print(f"cannot resume from {candidate} ({error}); trying the one before")
+                continue
+            if run.is_main:
+                print(f"resuming from {candidate} at step {step}")
+            return step, clock, candidate
+        if found:
+            raise TrainingError(
+                f"{run_dir}: none of its {len(found)} checkpoints can be read; move them away "
+                "to start afresh"
+            )
+        return 0, 0.0, None
 
     def _resume(
         self,
