@@ -76,10 +76,9 @@ def _train(args: argparse.Namespace) -> int:
     for i, overrides in enumerate(jobs):
         if args.multirun:  # each job in its own folder under the run_dir given, or multirun/
             cfg = compose(args.recipe, overrides)
-            given = any(o.split("=", 1)[0].lstrip("+~") == "run_dir" for o in overrides)
-            base = cfg.run_dir if given else f"multirun/{cfg.name}"
-            overrides = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != "run_dir"]
-            overrides = [*overrides, f"run_dir={base}/{i}"]
+            others = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != "run_dir"]
+            base = cfg.run_dir if len(others) < len(overrides) else f"multirun/{cfg.name}"
+            overrides = [*others, f"run_dir={base}/{i}"]
             print(f"job {i}: {' '.join(overrides)}")
         _summarise(train(args.recipe, overrides))
     return 0

@@ -214,11 +214,16 @@ def resynthesis_scores(reference: Tensor, estimate: Tensor, sample_rate: int) ->
     if len(reference) < 2048:
         raise QualityError(f"a clip of {len(reference)} samples is too short to score (2048)")
     reference, estimate = reference.detach().double().cpu(), estimate.detach().double().cpu()
+    # PESQ and pYIN both work at 16 kHz: resample once for the two.
+    ref16, est16 = (
+        torch.from_numpy(librosa.resample(a.numpy(), orig_sr=sample_rate, target_sr=16000))
+        for a in (reference, estimate)
+    )
     return {
-        "pesq": pesq_wideband(reference, estimate, sample_rate),
+        "pesq": pesq_wideband(ref16, est16, 16000),
         "stoi": short_time_intelligibility(reference, estimate, sample_rate),
         "mcd_db": mel_cepstral_distortion(reference, estimate, sample_rate),
         "mrstft": multi_resolution_stft(reference, estimate),
         "log_mel_l1": log_mel_l1(reference, estimate, sample_rate),
-        **periodicity_error(reference, estimate, sample_rate),
+        **periodicity_error(ref16, est16, 16000),
     }
