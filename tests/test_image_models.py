@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from sharedflow.layers.autoregressive import CausalNet
 from sharedflow.models import ImageFlow, glow, nanoflow_glow, tarflow
 from sharedflow.models.image import Jacobi
-from sharedflow.nets.transformer import CausalTransformer
+from sharedflow.nets.transformer import CausalTransformer, Guidance
 from sharedflow.sharing import deploy
 
 TINY: dict[str, Callable[[], ImageFlow]] = {
@@ -87,9 +88,7 @@ def test_kv_cached_inverse_equals_the_uncached_one(
         assert torch.allclose(cached, uncached, atol=1e-8)
 
 
-def _guided(labels: torch.Tensor, weight: float, **options: object):  # noqa: ANN202
-    from sharedflow.nets.transformer import Guidance
-
+def _guided(labels: torch.Tensor, weight: float, **options: object) -> Guidance:
     return Guidance(labels, weight, **options)
 
 
@@ -199,3 +198,54 @@ def test_npy_images_use_their_labels_file_and_refuse_bad_labels(tmp_path: Path) 
     if model is not None:
         with pytest.raises(ValueError, match="labels must lie in 0..1"):
             model((torch.zeros(2, 3, 8, 8, dtype=torch.uint8), torch.tensor([0, 3])))
+
+
+def _reference_block_output(
+    net: CausalTransformer, x: torch.Tensor, labels: torch.Tensor | None, attn_temp: float
+) -> torch.Tensor:
+    """ml-tarflow's ``MetaBlock`` body spelled out: ``proj_in(x) + pos + class term``, pre-LN
+    layers with causal attention at scale ``64^-1/2 / attn_temp``, ``proj_out``. No labels: the
+    mean class embedding."""
+    b, t, _ = x.shape
+    classes = net.class_embed[:, 0]
+    term = classes.mean(0) if labels is None else classes[labels][:, None]
+    h = F.linear(x, net.proj_in.weight, net.proj_in.bias) + net.pos_embed + term
+    mask = torch.ones(t, t, dtype=torch.bool).tril()
+    for layer in net.layers:
+        y = F.layer_norm(h, (h.shape[-1],), layer.norm1.weight, layer.norm1.bias, layer.norm1.eps)
+        q, k, v = F.linear(y, layer.attn.qkv.weight, layer.attn.qkv.bias).chunk(3, dim=-1)
+        q, k, v = (a.reshape(b, t, -1, 64).transpose(1, 2) for a in (q, k, v))
+        scores = (q @ k.transpose(-1, -2)) * 64**-0.5 / attn_temp
+        attn = scores.masked_fill(~mask, float("-inf")).softmax(-1) @ v
+        h = h + F.linear(
+            attn.transpose(1, 2).reshape(b, t, -1), layer.attn.proj.weight, layer.attn.proj.bias
+        )
+        y = F.layer_norm(h, (h.shape[-1],), layer.norm2.weight, layer.norm2.bias, layer.norm2.eps)
+        h = h + layer.mlp[2](F.gelu(layer.mlp[0](y)))
+    return F.linear(h, net.proj_out.weight, net.proj_out.bias)
+
+
+@pytest.mark.parametrize(("attn_temp", "annealed"), [(1.0, False), (0.5, False), (0.5, True)])
+def test_guidance_matches_tarflow_reverse_for_a_class_conditional_model(
+    attn_temp: float, annealed: bool
+) -> None:
+    """``MetaBlock.reverse``: ``h_c + w (h_c - h_u)``, where the unconditional branch reads no
+    label (the mean class embedding) at the guidance's attention temperature, whatever the
+    labels of the conditional branch, in the full pass and the KV-cache pass alike; annealed,
+    ``w (i + 1) / (T - 1)`` at position ``i``."""
+    torch.manual_seed(0)
+    net = CausalTransformer(6, 64, 5, 2, num_classes=3, n_out=12).double()
+    for p in net.parameters():
+        p.data.normal_(0, 0.3)
+    x = torch.randn(2, 5, 6, dtype=torch.float64)
+    labels = torch.tensor([2, 0])
+    guidance = Guidance(labels, weight=1.5, attn_temp=attn_temp, annealed=annealed)
+    conditional = _reference_block_output(net, x, labels, 1.0)
+    unconditional = _reference_block_output(net, x, None, attn_temp)
+    weight = 1.5 * (torch.arange(1, 6, dtype=x.dtype).view(5, 1) / 4 if annealed else 1.0)
+    expected = conditional + weight * (conditional - unconditional)
+    with torch.no_grad():
+        assert torch.allclose(net(x, guidance), expected, atol=1e-10)
+        cache = net.init_cache(x, guidance)
+        steps = torch.cat([net.step(cache, x[:, i : i + 1], i) for i in range(5)], dim=1)
+    assert torch.allclose(steps, expected, atol=1e-10)

@@ -9,9 +9,9 @@ Labels: ``y (B,)`` adds ``class_embed[y]`` to every token; ``y = None`` or ``y <
 label) uses the mean class embedding, the "unconditional" branch of guidance.
 
 Generation feeds one token at a time through a preallocated KV cache (``init_cache``/``step``).
-A ``Guidance`` context runs a second, unconditional branch (mean class embedding, or attention
-temperature) with its own cache, and returns ``h_c + w (h_c - h_u)`` (optionally ``w`` ramped
-linearly over tokens).
+A ``Guidance`` context runs a second, unconditional branch (the mean class embedding, at the
+guidance's attention temperature, as TarFlow's ``MetaBlock.reverse``) with its own cache, and
+returns ``h_c + w (h_c - h_u)`` (optionally ``w`` ramped linearly over tokens).
 
 NanoFlow-TarFlow: one body (the K layers, the class embedding) serves all flow blocks; each
 block owns its input and output projections (a stem and a head). With ``embedding_dim > 0``
@@ -44,9 +44,10 @@ class Guidance:
     Attributes:
         labels: ``(B,)`` class labels, or None (unconditional model).
         weight: ``w`` in ``h_c + w (h_c - h_u)``.
-        attn_temp: attention temperature of the unconditional branch (1: the mean class
-            embedding is what differs; != 1: TarFlow's guidance for unconditional models).
-        annealed: ramp ``w`` linearly from 0 over the tokens, as TarFlow's FID evaluation does.
+        attn_temp: attention temperature of the unconditional branch, which always reads the
+            mean class embedding (!= 1: TarFlow's guidance for unconditional models).
+        annealed: ramp ``w`` over the tokens, ``w (i + 1) / (T - 1)`` at output ``i``, as
+            TarFlow's FID evaluation does.
     """
 
     labels: Tensor | None = None
@@ -237,15 +238,11 @@ class CausalTransformer(CausalNet):
         conditional = self._run(x, context.labels, step, 1.0)
         if context.weight == 0:
             return conditional
-        uncond = None if context.attn_temp == 1.0 else context.labels
-        unconditional = self._run(x, uncond, step, context.attn_temp)
+        unconditional = self._run(x, None, step, context.attn_temp)
         weight = torch.full((x.shape[1], 1), context.weight, device=x.device, dtype=x.dtype)
         if context.annealed:
-            weight = (
-                weight
-                * torch.arange(1, x.shape[1] + 1, device=x.device).view(-1, 1)
-                / (x.shape[1])
-            )
+            ramp = torch.arange(1, x.shape[1] + 1, device=x.device).view(-1, 1)
+            weight = weight * ramp / max(1, x.shape[1] - 1)
         return conditional + weight * (conditional - unconditional)
 
     def _run(
@@ -263,8 +260,7 @@ class CausalTransformer(CausalNet):
         like = x.new_zeros(1, 1, self.channels)
         contexts, temps = [self.class_term(labels, b, like)], [1.0]
         if guidance is not None and guidance.weight != 0:
-            uncond = None if guidance.attn_temp == 1.0 else labels
-            contexts.append(self.class_term(uncond, b, like))
+            contexts.append(self.class_term(None, b, like))
             temps.append(guidance.attn_temp)
         heads = self.channels // HEAD_DIM
         branches = [
@@ -288,6 +284,6 @@ class CausalTransformer(CausalNet):
         if len(outputs) == 1:
             return outputs[0]
         weight = cache.guidance.weight
-        if cache.guidance.annealed:
-            weight = weight * (i + 1) / max(1, cache.n_tokens)
+        if cache.guidance.annealed:  # TarFlow: (i + 1) / (T - 1) at the output for token i + 1
+            weight = weight * (i + 1) / max(1, cache.n_tokens - 1)
         return outputs[0] + weight * (outputs[0] - outputs[1])
