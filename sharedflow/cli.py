@@ -299,7 +299,7 @@ def _convert(args: argparse.Namespace) -> int:
     from sharedflow.convert import convert
 
     overrides = {k.removeprefix("model."): v for k, v in _data_overrides(args.overrides).items()}
-    path = convert(args.kind, args.source, args.out, overrides)
+    path = convert(args.kind, args.source, args.out, overrides, args.config)
     print(f"converted {args.source} ({args.kind}) to {path}")
     return 0
 
@@ -526,16 +526,26 @@ def _parser() -> argparse.ArgumentParser:
         "LJSpeech tree, image folder or array; default: the first entry's held-out data",
     )
 
+    from sharedflow.convert import KINDS
+
     conv = command(
         "convert",
-        "import a reference checkpoint (NVIDIA WaveGlow, L0SG WaveFlow / NanoFlow, apple TarFlow)",
+        "import a reference checkpoint (NVIDIA WaveGlow, L0SG WaveFlow / NanoFlow and its Glow "
+        "image models, apple TarFlow)",
         _convert,
     )
-    conv.add_argument(
-        "kind", choices=["waveglow", "waveflow", "nanoflow", "waveflow-parakeet", "tarflow"]
+    conv.epilog = "kinds and the configuration file each reads with --config: " + "; ".join(
+        f"{kind}: {family.config_file}" for kind, family in KINDS.items()
     )
+    conv.add_argument("kind", choices=list(KINDS))
     conv.add_argument("source", help="the reference checkpoint (.pt, .pth or .safetensors)")
     conv.add_argument("out", help="directory for the sharedflow checkpoint")
+    conv.add_argument(
+        "--config",
+        metavar="FILE",
+        help="the reference's own configuration file (JSON), for the settings the weights do "
+        "not record, such as WaveFlow's height",
+    )
     conv.add_argument(
         "overrides", nargs="*", help="model settings the weights cannot tell, e.g. height=16"
     )

@@ -4,6 +4,7 @@ log-likelihoods; pickled modules are read without running code; foreign pickles 
 from __future__ import annotations
 
 import json
+import math
 import pickle
 import sys
 import types
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from sharedflow.api import load_model
@@ -32,20 +34,36 @@ def _state_from_manifest(name: str) -> dict[str, torch.Tensor]:
             tensor = tensor.abs() + 0.5
         if key.startswith("convinv"):
             tensor = torch.linalg.qr(torch.randn(shape[:2], generator=generator))[0][..., None]
+        if key.endswith("invconv.p"):  # Glow's LU factors: a permutation and +-1 signs
+            tensor = torch.eye(shape[0])[torch.randperm(shape[0], generator=generator)]
+        if key.endswith("invconv.sign_s"):
+            tensor = torch.sign(tensor)
+        if key == "prior_h":
+            tensor = torch.zeros(shape)
         state[key] = tensor
     return state
 
 
+WAVEFLOW_H16 = ["height=16", "dilation_cycle=1"]
+TARFLOW_NOISE = ["noise=gaussian", "noise_std=0.05"]
 CASES = {
     "waveglow": ("waveglow", [], 87_879_272),
     "waveglow_old_format": ("waveglow", [], 87_879_272),
-    "waveflow-h16-r64": ("waveflow", ["height=16"], 5_950_180),
-    "waveflow-h16-r64_L0SG-WaveFlow": ("waveflow-parakeet", [], 5_950_164),
-    "nanoflow-naive-h16-r128": ("nanoflow", [], 2_798_408),
-    "nanoflow-decomp-h16-r128": ("nanoflow", [], 2_800_228),
-    "nanoflow-h16-r128-emb512": ("nanoflow", [], 3_865_188),
-    "tarflow_small_bench": ("tarflow", [], 6_532_480),
-    "tarflow_small_bench_cond": ("tarflow", [], 6_542_720),
+    "waveflow-h16-r64": ("waveflow", WAVEFLOW_H16, 5_950_180),
+    "waveflow-h16-r64_L0SG-WaveFlow": (
+        "waveflow-parakeet",
+        [*WAVEFLOW_H16, "permutation=flip"],
+        5_950_164,
+    ),
+    "nanoflow-naive-h16-r128": ("nanoflow", [*WAVEFLOW_H16, "n_flows=8"], 2_798_408),
+    "nanoflow-decomp-h16-r128": ("nanoflow", WAVEFLOW_H16, 2_800_228),
+    "nanoflow-h16-r128-emb512": ("nanoflow", WAVEFLOW_H16, 3_865_188),
+    "tarflow_small_bench": ("tarflow", TARFLOW_NOISE, 6_532_480),
+    "tarflow_small_bench_cond": ("tarflow", TARFLOW_NOISE, 6_542_720),
+    "nanoflow_glow_glow_h256": ("glow", [], 15_972_912),
+    "nanoflow_glow_nanoflow_naive_h256": ("nanoflow-glow", [], 9_263_064),
+    "nanoflow_glow_nanoflow_decomp_h256": ("nanoflow-glow", [], 9_934_896),
+    "nanoflow_glow_nanoflow_h256_emb1": ("nanoflow-glow", [], 10_113_264),
 }
 
 
@@ -73,7 +91,7 @@ def test_a_mismatched_checkpoint_names_the_keys(tmp_path: Path) -> None:
     state = _state_from_manifest("waveflow-h16-r64")
     state["flows.0.coupling.extra.weight"] = torch.zeros(3)
     with pytest.raises(ConversionError, match="unused.*extra.weight"):
-        convert_state("waveflow", state)
+        convert_state("waveflow", state, {"height": 16, "dilation_cycle": 1})
     with pytest.raises(ConversionError, match="not a waveglow checkpoint"):
         convert_state("waveglow", _state_from_manifest("waveflow-h16-r64"))
 
@@ -185,7 +203,6 @@ def _glow_old_infer(
 ) -> torch.Tensor:
     """``glow_old.py``'s ``WaveGlow.infer`` spelled out on a state dict, with the noise ``z``
     ``(B, 8, T / 8)`` given: early pieces of 2 channels every 4 flows, then the final ones."""
-    import torch.nn.functional as F
 
     def conv(prefix: str, x: torch.Tensor, dilation: int = 1) -> torch.Tensor:
         v, g = state[f"{prefix}.weight_v"], state[f"{prefix}.weight_g"]
@@ -255,7 +272,259 @@ def test_a_shift_only_tarflow_brings_its_prior_variance() -> None:
             key = f"blocks.{k}.proj_out.{name}"
             state[key] = state[key][:n_features]  # shift only: one output per feature
     state["var"] = torch.rand(n_tokens, n_features) + 0.5
-    model, config = convert_state("tarflow", state)
+    model, config = convert_state("tarflow", state, {"noise": "uniform"})
     assert not config["affine"]
     tokens, _ = model.flow.transform.layers[0](model.flow.base.var[None])  # patchify it back
     assert torch.equal(tokens[0], state["var"])
+
+
+# -- Glow: one step and the priors, written out as L0SG/NanoFlow's image model computes them --
+def _glow_reference_state(hidden: int = 4, k_steps: int = 1, n_levels: int = 2) -> dict:
+    """A Glow state dict in the reference layout, every tensor random (zero convs included)."""
+    g = torch.Generator().manual_seed(1)
+    state: dict[str, torch.Tensor] = {}
+    c = 3
+    for i in range(n_levels):
+        c *= 4
+        for k in range(k_steps):
+            j = i * (k_steps + 2) + 1 + k
+            p = f"flow.layers.{j}"
+            state[f"{p}.actnorm.bias"] = 0.1 * torch.randn(1, c, 1, 1, generator=g)
+            state[f"{p}.actnorm.logs"] = 0.1 * torch.randn(1, c, 1, 1, generator=g)
+            state[f"{p}.invconv.p"] = torch.eye(c)[torch.randperm(c, generator=g)]
+            state[f"{p}.invconv.sign_s"] = torch.sign(torch.randn(c, generator=g))
+            for name in ("lower", "upper"):
+                state[f"{p}.invconv.{name}"] = 0.3 * torch.randn(c, c, generator=g)
+            state[f"{p}.invconv.log_s"] = 0.1 * torch.randn(c, generator=g)
+            for b, (n_in, size) in {0: (c // 2, 3), 2: (hidden, 1)}.items():
+                state[f"{p}.block.{b}.conv.weight"] = 0.2 * torch.randn(
+                    hidden, n_in, size, size, generator=g
+                )
+                state[f"{p}.block.{b}.actnorm.bias"] = 0.1 * torch.randn(
+                    1, hidden, 1, 1, generator=g
+                )
+                state[f"{p}.block.{b}.actnorm.logs"] = 0.1 * torch.randn(
+                    1, hidden, 1, 1, generator=g
+                )
+            state[f"{p}.block.4.conv.weight"] = 0.2 * torch.randn(c, hidden, 3, 3, generator=g)
+            state[f"{p}.block.4.conv.bias"] = 0.1 * torch.randn(c, generator=g)
+            state[f"{p}.block.4.logs"] = 0.1 * torch.randn(c, 1, 1, generator=g)
+        if i < n_levels - 1:
+            p = f"flow.layers.{i * (k_steps + 2) + k_steps + 1}.conv"
+            state[f"{p}.conv.weight"] = 0.2 * torch.randn(c, c // 2, 3, 3, generator=g)
+            state[f"{p}.conv.bias"] = 0.1 * torch.randn(c, generator=g)
+            state[f"{p}.logs"] = 0.1 * torch.randn(c, 1, 1, generator=g)
+            c //= 2
+    state["learn_top_fn.conv.weight"] = 0.2 * torch.randn(2 * c, 2 * c, 3, 3, generator=g)
+    state["learn_top_fn.conv.bias"] = 0.1 * torch.randn(2 * c, generator=g)
+    state["learn_top_fn.logs"] = 0.1 * torch.randn(2 * c, 1, 1, generator=g)
+    state["prior_h"] = torch.zeros(1, 2 * c, 8 // 2**n_levels, 8 // 2**n_levels)
+    return {k: v.double() for k, v in state.items()}
+
+
+def _gaussian_logp(mean: torch.Tensor, logs: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    p = -0.5 * (2 * logs + (x - mean) ** 2 / torch.exp(2 * logs) + math.log(2 * math.pi))
+    return p.sum(dim=(1, 2, 3))
+
+
+def _glow_reference_logp(
+    state: dict, x: torch.Tensor, k_steps: int, n_levels: int
+) -> torch.Tensor:
+    """log p(x) as model_glow.py computes it: ActNorm, LU 1x1 conv, affine coupling with
+    ``sigmoid(s + 2)``; Split2d scores the second half under N(mean, logs) read "cross" (even,
+    odd channels); the top prior reads ``learn_top_fn(prior_h)`` "split" (halves)."""
+
+    def zero_conv(p: str, h: torch.Tensor) -> torch.Tensor:
+        w = state[f"{p}.conv.weight"]
+        out = F.conv2d(h, w, state[f"{p}.conv.bias"], padding=w.shape[-1] // 2)
+        return out * torch.exp(3 * state[f"{p}.logs"])
+
+    def conv_actnorm(p: str, h: torch.Tensor) -> torch.Tensor:
+        w = state[f"{p}.conv.weight"]
+        h = F.conv2d(h, w, padding=w.shape[-1] // 2)
+        return (h + state[f"{p}.actnorm.bias"]) * torch.exp(state[f"{p}.actnorm.logs"])
+
+    z, logdet = x, torch.zeros(x.shape[0], dtype=x.dtype)
+    for i in range(n_levels):
+        b, c, h, w = z.shape
+        z = (
+            z.view(b, c, h // 2, 2, w // 2, 2)
+            .permute(0, 1, 3, 5, 2, 4)
+            .reshape(b, 4 * c, h // 2, w // 2)
+        )
+        pixels = z.shape[2] * z.shape[3]
+        for k in range(k_steps):
+            p = f"flow.layers.{i * (k_steps + 2) + 1 + k}"
+            z = (z + state[f"{p}.actnorm.bias"]) * torch.exp(state[f"{p}.actnorm.logs"])
+            logdet = logdet + pixels * state[f"{p}.actnorm.logs"].sum()
+            n = z.shape[1]
+            mask = torch.tril(torch.ones(n, n, dtype=z.dtype), -1)
+            lower = state[f"{p}.invconv.lower"] * mask + torch.eye(n, dtype=z.dtype)
+            upper = state[f"{p}.invconv.upper"] * mask.T + torch.diag(
+                state[f"{p}.invconv.sign_s"] * torch.exp(state[f"{p}.invconv.log_s"])
+            )
+            weight = state[f"{p}.invconv.p"] @ lower @ upper
+            z = F.conv2d(z, weight[..., None, None])
+            logdet = logdet + pixels * state[f"{p}.invconv.log_s"].sum()
+            z1, z2 = z[:, : n // 2], z[:, n // 2 :]
+            hidden = torch.relu(conv_actnorm(f"{p}.block.0", z1))
+            hidden = torch.relu(conv_actnorm(f"{p}.block.2", hidden))
+            out = zero_conv(f"{p}.block.4", hidden)
+            shift, scale = out[:, 0::2], torch.sigmoid(out[:, 1::2] + 2.0)
+            z2 = (z2 + shift) * scale
+            logdet = logdet + torch.log(scale).sum(dim=(1, 2, 3))
+            z = torch.cat([z1, z2], 1)
+        if i < n_levels - 1:
+            n = z.shape[1]
+            z1, z2 = z[:, : n // 2], z[:, n // 2 :]
+            out = zero_conv(f"flow.layers.{i * (k_steps + 2) + k_steps + 1}.conv", z1)
+            logdet = logdet + _gaussian_logp(out[:, 0::2], out[:, 1::2], z2)
+            z = z1
+    top = zero_conv("learn_top_fn", state["prior_h"])
+    n = top.shape[1] // 2
+    return logdet + _gaussian_logp(top[:, :n], top[:, n:], z)
+
+
+def test_a_converted_glow_gives_the_reference_log_likelihood() -> None:
+    """Pins the conventions: the squeeze order, ActNorm, the LU factors, the coupling's
+    shift/scale interleaving and ``sigmoid(s + 2)``, the split prior read from interleaved
+    channels and the top prior from halves. Our latent is the reference's standardised by its
+    prior, so the log-likelihoods agree exactly."""
+    state = _glow_reference_state(hidden=4, k_steps=2, n_levels=2)
+    model, config = convert_state("glow", state)
+    assert (config["n_levels"], config["n_steps"], config["hidden"]) == (2, 2, 4)
+    assert (config["image_size"], config["in_channels"]) == (8, 3)
+    model = model.double()
+    x = (
+        torch.rand(3, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+        - 0.5
+    )
+    with torch.no_grad():
+        ours = model.flow.log_prob(x)
+    expected = _glow_reference_logp(state, x, k_steps=2, n_levels=2)
+    assert torch.allclose(ours, expected, rtol=1e-10, atol=1e-8)
+
+
+# -- settings the weights do not record are never guessed ------------------------------------
+def test_a_waveflow_without_its_height_is_refused_naming_each_missing_value() -> None:
+    state = _state_from_manifest("nanoflow-naive-h16-r128")
+    with pytest.raises(ConversionError) as error:
+        convert_state("nanoflow", state)
+    message = str(error.value)
+    for key in ("height (", "dilation_cycle (", "n_flows (", "--config"):
+        assert key in message
+    parakeet = _state_from_manifest("waveflow-h16-r64_L0SG-WaveFlow")
+    with pytest.raises(ConversionError, match=r"permutation \(flip or bipartize"):
+        convert_state("waveflow-parakeet", parakeet, {"height": 16, "dilation_cycle": 1})
+    with pytest.raises(ConversionError, match=r"noise \(the training noise"):
+        convert_state("tarflow", _state_from_manifest("tarflow_small_bench"))
+
+
+def _nanoflow_config(tmp_path: Path, **changes: object) -> Path:
+    """A configs/nanoflow-naive-h16-r128.json as L0SG/NanoFlow ships it, with ``changes``."""
+    model = {
+        "model_name": "nanoflow-naive-h16-r128",
+        "cin_channels": 80,
+        "res_channels": 128,
+        "n_height": 16,
+        "n_layer": 8,
+        "n_flow": 8,
+        "n_layer_per_cycle": 1,
+        "coupling_type": "nanoflow_naive",
+        **changes,
+    }
+    data = {"sampling_rate": 22050, "hop_length": 256}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"waveflow_config": model, "data_config": data}))
+    return path
+
+
+def test_the_reference_config_file_supplies_the_missing_values(tmp_path: Path) -> None:
+    source = tmp_path / "naive.pt"
+    torch.save({"model": _state_from_manifest("nanoflow-naive-h16-r128")}, source)
+    config = _nanoflow_config(tmp_path)
+    assert (
+        main(["convert", "nanoflow", str(source), str(tmp_path / "out"), "--config", str(config)])
+        == 0
+    )
+    model, run_config = load_model(tmp_path / "out")
+    assert run_config["model"]["height"] == 16 and run_config["model"]["n_flows"] == 8
+    assert run_config["model"]["sharing"] == "shared"
+    assert count_parameters(model).total == 2_798_408
+
+
+def test_values_given_two_ways_must_agree(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    source = tmp_path / "naive.pt"
+    torch.save({"model": _state_from_manifest("nanoflow-naive-h16-r128")}, source)
+    config = _nanoflow_config(tmp_path)
+    out = tmp_path / "out"
+    argv = ["convert", "nanoflow", str(source), str(out), "height=8", "--config", str(config)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "height" in err and "16" in err and "8" in err and not out.exists()
+    # The config must agree with the shapes too: res_channels 64 is not this checkpoint's 128.
+    assert (
+        main(
+            [
+                "convert",
+                "nanoflow",
+                str(source),
+                str(out),
+                "--config",
+                str(_nanoflow_config(tmp_path, res_channels=64)),
+            ]
+        )
+        == 2
+    )
+    assert "channels" in capsys.readouterr().err
+    # And with the layout: a decomp config does not describe a naive checkpoint.
+    assert (
+        main(
+            [
+                "convert",
+                "nanoflow",
+                str(source),
+                str(out),
+                "--config",
+                str(_nanoflow_config(tmp_path, coupling_type="nanoflow_decomp")),
+            ]
+        )
+        == 2
+    )
+    assert "sharing" in capsys.readouterr().err
+
+
+def test_tarflow_reads_its_noise_from_the_file_name_as_train_py_writes_it(tmp_path: Path) -> None:
+    source = tmp_path / "imagenet_model_4_256_4_4_0.05.pth"  # 4 layers per block: not so
+    torch.save(_state_from_manifest("tarflow_small_bench"), source)
+    assert main(["convert", "tarflow", str(source), str(tmp_path / "out")]) == 2
+    source = source.rename(tmp_path / "imagenet_model_4_256_4_2_uniform.pth")
+    assert main(["convert", "tarflow", str(source), str(tmp_path / "out")]) == 0
+    _, run_config = load_model(tmp_path / "out")
+    assert run_config["model"]["noise"] == "uniform"
+
+
+def test_the_glow_map_names_every_tensor_once() -> None:
+    """A reference key left over, or one of ours left unfilled, stops the conversion."""
+    state = _glow_reference_state()
+    state["flow.layers.1.extra"] = torch.zeros(2)
+    with pytest.raises(ConversionError, match="unused.*flow.layers.1.extra"):
+        convert_state("glow", state)
+    state = _glow_reference_state()
+    del state["flow.layers.1.invconv.sign_s"]
+    with pytest.raises(ConversionError, match="lacks flow.layers.1.invconv.sign_s"):
+        convert_state("glow", state)
+
+
+def test_glow_hparams_json_is_read_and_checked() -> None:
+    """Glow-PyTorch's hparams.json: it must describe the checkpoint and a supported variant."""
+    state = _state_from_manifest("nanoflow_glow_nanoflow_decomp_h256")
+    hparams = {"model_type": "nanoflow_decomp", "K": 32, "L": 3, "hidden_channels": 256}
+    _, config = convert_state("nanoflow-glow", state, config=hparams)
+    assert config["sharing"] == "decomposed" and config["n_steps"] == 32
+    with pytest.raises(ConversionError, match="sharing is 'decomposed'.*'nanoflow'"):
+        convert_state("nanoflow-glow", state, config=hparams | {"model_type": "nanoflow"})
+    with pytest.raises(ConversionError, match="flow_coupling='additive' is not supported"):
+        convert_state("nanoflow-glow", state, config=hparams | {"flow_coupling": "additive"})
+    with pytest.raises(ConversionError, match="is not a glow model"):
+        convert_state("glow", _state_from_manifest("nanoflow_glow_glow_h256"), config=hparams)

@@ -4,9 +4,13 @@ Images in ``[-0.5, 0.5)``. ``n_levels`` levels, each: a 2x2 squeeze, ``n_steps``
 [ActNorm, LU 1x1 conv, affine coupling ``z_b = (x_b + t) sigmoid(s + 2)``], then (except the last)
 a split whose learned prior ``N(mu(z_a), sigma(z_a))`` on the split-off half is an
 ``InverseAffine`` coupling; a learned top prior ends the last level. Each level ends by undoing
-its squeeze, so the latent is one tensor shaped like the image (a fixed rearrangement of
-Glow's factored-out pieces). Estimators are shared per
-level, as in NanoFlow's reference.
+its squeeze, so the latent is one tensor shaped like the image, under a standard normal.
+
+That latent is Glow's factored-out latent *standardised by its priors*: a split-off half
+``z_2`` enters it as ``(z_2 - mu(z_1)) exp(-log sigma(z_1))`` and the top latent as
+``(z - mu) exp(-log sigma)``, so ``log p`` is the same while the latent itself is not Glow's (to
+sample Glow's, invert with the priors; ``sample`` does). Estimators are shared per level, as in
+NanoFlow's reference.
 
 Presets:
 - ``glow``: Glow-PyTorch's estimator (3x3 -> 1x1 -> zero 3x3), one per step.
