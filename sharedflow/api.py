@@ -177,16 +177,20 @@ def synthesize(
     denoiser: nn.Module | None = None,
     strength: float = 0.1,
     length: int | None = None,
+    noise: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Audio ``(B, length)`` from a mel ``(B, n_mels, F)`` or ``(n_mels, F)``; ``length``
     defaults to ``hop F`` (pass a wav's length to resynthesise it). The temperature defaults
     to the model's own (WaveGlow 0.6, WaveFlow 1.0). A ``Denoiser(model)``, built once per
-    model, removes its bias spectrum with ``strength``."""
+    model, removes its bias spectrum with ``strength``. ``noise``: the ``N(0, 1)`` latent to
+    use instead of a fresh draw (see ``Vocoder.synthesize``)."""
     mel = mel[None] if mel.dim() == 2 else mel
     if not torch.isfinite(mel).all():
         raise ValueError("the mel holds non-finite values")
     device = next(model.parameters()).device
-    audio = model.synthesize(mel.to(device), temperature, length)
+    audio = model.synthesize(
+        mel.to(device), temperature, length, None if noise is None else noise.to(device)
+    )
     if not torch.isfinite(audio).all():
         raise ValueError("synthesis gave non-finite audio (are the model's weights finite?)")
     return audio if denoiser is None else denoiser(audio, strength)

@@ -180,6 +180,24 @@ def _fid(args: argparse.Namespace) -> float:
     return sample_fid(model, images, extractor, args.fid_samples)
 
 
+def _read_noise(path: str, inputs: list[tuple[str, Any]]) -> Any:
+    """The ``--noise`` latent: a float ``.npy`` of shape ``(1, samples)``, for one mel."""
+    import numpy as np
+    import torch
+
+    if len(inputs) != 1 or len(inputs[0][1]) != 1:
+        raise CommandError("--noise goes with exactly one input holding one mel")
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise CommandError(f"--noise {path}: not a readable .npy array ({error})") from None
+    if array.ndim != 2 or array.shape[0] != 1 or not np.issubdtype(array.dtype, np.floating):
+        raise CommandError(
+            f"--noise {path}: expected a float array (1, samples), got {array.dtype} {array.shape}"
+        )
+    return torch.from_numpy(array.astype(np.float32))
+
+
 def _synthesize(args: argparse.Namespace) -> int:
     import torch
 
@@ -199,6 +217,7 @@ def _synthesize(args: argparse.Namespace) -> int:
         raise CommandError(f"inputs share a file name, so their outputs would collide: {stems}")
     # Every input is read before anything is synthesised: a bad one costs no work.
     inputs = [(path, read_mel_input(Path(path), model)) for path in args.inputs]
+    noise = _read_noise(args.noise, inputs) if args.noise else None
     from sharedflow.precision import Capabilities, choose
 
     capabilities = Capabilities.detect(args.device)
@@ -212,7 +231,9 @@ def _synthesize(args: argparse.Namespace) -> int:
     for path, mels in inputs:
         for i, (mel, length) in enumerate(mels):
             start = time.perf_counter()
-            audio = synthesize(model, mel, args.temperature, denoiser, args.denoise, length)[0]
+            audio = synthesize(
+                model, mel, args.temperature, denoiser, args.denoise, length, noise
+            )[0]
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
             elapsed = time.perf_counter() - start
@@ -293,6 +314,19 @@ def _compare(args: argparse.Namespace) -> int:
         f"in {(time.perf_counter() - start) / 60:.1f} min"
     )
     return 0 if any(not e.error for e in entries) else 2
+
+
+def _export(args: argparse.Namespace) -> int:
+    from sharedflow.api import load_model
+    from sharedflow.export import export
+
+    model, config = load_model(args.checkpoint, args.ema, args.average, args.device)
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporters' own deprecation chatter
+        out = export(model, config, args.out, args.format, args.graph, args.dtype, args.denoise)
+    print(f"wrote {out} ({args.format}, {args.dtype}) in {time.perf_counter() - start:.1f} s")
+    return 0
 
 
 def _convert(args: argparse.Namespace) -> int:
@@ -478,6 +512,34 @@ def _parser() -> argparse.ArgumentParser:
         default="auto",
         help="the flow's precision; auto (default): bf16 where it is native (a CPU with "
         "AVX512-BF16 or AMX, CUDA 8.0+), else fp32",
+    )
+    synth.add_argument(
+        "--noise",
+        metavar="FILE.npy",
+        help="the N(0, 1) latent to use, (1, samples), instead of drawing one (one input; the "
+        "same draws as an exported graph's noise input, divided by the temperature)",
+    )
+
+    exp = command(
+        "export",
+        "write a trained or converted flow's synthesis, sampling or bits-per-dim graph as ONNX "
+        "or a torch.export program (deploy form, dynamic batch and frames)",
+        _export,
+    )
+    checkpoint_options(exp)
+    exp.add_argument("--format", choices=["onnx", "exported-program"], default="onnx")
+    exp.add_argument("--out", required=True, help="the file to write, e.g. vocoder.onnx")
+    exp.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
+    exp.add_argument(
+        "--graph",
+        choices=["synthesize", "sample", "bpd"],
+        help="vocoders: synthesize (default); image flows: sample (default) or bpd",
+    )
+    exp.add_argument(
+        "--denoise",
+        type=_finite_non_negative,
+        default=0.0,
+        help="include the denoiser at this strength (vocoders)",
     )
     sample = command(
         "sample", "image samples as a PNG grid (guidance, temperature, denoising)", _sample

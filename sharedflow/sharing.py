@@ -29,6 +29,7 @@ from torch.nn.utils import parametrize
 from sharedflow.core.bijection import Context
 
 __all__ = [
+    "HasDeployForm",
     "ParameterCount",
     "SharingMode",
     "StepConditioned",
@@ -271,12 +272,24 @@ def remove_weight_norm(model: nn.Module) -> nn.Module:
     return model
 
 
+@runtime_checkable
+class HasDeployForm(Protocol):
+    """A layer with a faster synthesis form that ``deploy`` switches it to (e.g. a stored
+    inverse of a 1x1 convolution)."""
+
+    def to_deploy_form(self) -> None:
+        """Switch to the deploy form, in place."""
+
+
 def deploy(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` in synthesis form: weight norm removed, step embeddings folded."""
+    """A copy of ``model`` in synthesis form: weight norm removed, step embeddings folded, and
+    every ``HasDeployForm`` layer in its deploy form."""
     model = copy.deepcopy(model).eval()
     for module in model.modules():
         if isinstance(module, StepEstimator):
             module.fold()
+        if isinstance(module, HasDeployForm):
+            module.to_deploy_form()
     for module in model.modules():
         if isinstance(module, StepConditioned) and not isinstance(module, StepEstimator):
             module.drop_embedding_path()

@@ -140,3 +140,50 @@ def test_audio_length_must_fit_the_fold() -> None:
 def test_default_temperatures_are_the_references() -> None:
     assert waveglow(4, 8, 2, 2, 8, 2, n_mels=TINY_MELS).temperature == 0.6
     assert waveflow(4, 6, 2, 2, n_mels=TINY_MELS).temperature == 1.0
+
+
+# -- the real-valued STFT pair, the denoiser built on it, synthesis from given noise ----------
+@pytest.mark.parametrize(("n_fft", "hop", "win"), [(1024, 256, 1024), (800, 200, 600)])
+def test_the_convolution_stft_equals_torch_stft_and_inverts(
+    n_fft: int, hop: int, win: int
+) -> None:
+    from sharedflow.audio.stft import STFT
+
+    x = torch.randn(2, 5000, dtype=torch.float64)
+    stft = STFT(n_fft, hop, win).double()  # its kernels are float32: agreement to ~1e-6
+    real, imag = stft(x)
+    window = torch.hann_window(win, dtype=torch.float64)
+    expected = torch.stft(x, n_fft, hop, win, window, return_complex=True)
+    assert torch.allclose(real, expected.real, atol=1e-5)
+    assert torch.allclose(imag, expected.imag, atol=1e-5)
+    back = stft.inverse(real, imag, 5000)
+    inverse = torch.istft(expected, n_fft, hop, win, window, length=5000)
+    assert torch.allclose(back, inverse, atol=1e-6)
+    assert torch.allclose(back, x, atol=1e-6)
+
+
+def test_the_denoiser_keeps_audio_at_strength_zero_and_removes_the_bias_spectrum() -> None:
+    from sharedflow.audio.denoise import Denoiser
+
+    torch.manual_seed(0)
+    model = waveflow(height=4, channels=8, n_layers=2, n_flows=2, n_mels=8).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    denoiser = Denoiser(model)
+    audio = model.synthesize(torch.zeros(1, 8, 20), temperature=0.0)  # bias spectrum only
+    assert torch.allclose(denoiser(audio, 0.0), audio, atol=1e-5)
+    assert denoiser(audio, 1.0).square().mean() < 0.1 * audio.square().mean()
+
+
+def test_synthesis_from_given_noise_equals_a_seeded_draw() -> None:
+    torch.manual_seed(0)
+    model = waveflow(height=4, channels=8, n_layers=2, n_flows=2, n_mels=8).eval()
+    mel = torch.randn(2, 8, 5)
+    torch.manual_seed(3)
+    drawn = model.synthesize(mel, 0.7)
+    torch.manual_seed(3)
+    noise = torch.randn(2, 256 * 5)
+    assert torch.allclose(model.synthesize(mel, 0.7, noise=noise), drawn)
+    with pytest.raises(ValueError, match=r"need \(2, 1280\)"):
+        model.synthesize(mel, 0.7, noise=noise[:, :1000])

@@ -462,36 +462,15 @@ def test_values_given_two_ways_must_agree(tmp_path: Path, capsys: pytest.Capture
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "height" in err and "16" in err and "8" in err and not out.exists()
-    # The config must agree with the shapes too: res_channels 64 is not this checkpoint's 128.
-    assert (
-        main(
-            [
-                "convert",
-                "nanoflow",
-                str(source),
-                str(out),
-                "--config",
-                str(_nanoflow_config(tmp_path, res_channels=64)),
-            ]
-        )
-        == 2
-    )
-    assert "channels" in capsys.readouterr().err
-    # And with the layout: a decomp config does not describe a naive checkpoint.
-    assert (
-        main(
-            [
-                "convert",
-                "nanoflow",
-                str(source),
-                str(out),
-                "--config",
-                str(_nanoflow_config(tmp_path, coupling_type="nanoflow_decomp")),
-            ]
-        )
-        == 2
-    )
-    assert "sharing" in capsys.readouterr().err
+    # The config must agree with the shapes too: res_channels 64 is not this checkpoint's 128,
+    # and a decomp config does not describe a naive checkpoint.
+    for change, named in [
+        ({"res_channels": 64}, "channels"),
+        ({"coupling_type": "nanoflow_decomp"}, "sharing"),
+    ]:
+        bad = _nanoflow_config(tmp_path, **change)
+        assert main(["convert", "nanoflow", str(source), str(out), "--config", str(bad)]) == 2
+        assert named in capsys.readouterr().err
 
 
 def test_tarflow_reads_its_noise_from_the_file_name_as_train_py_writes_it(tmp_path: Path) -> None:

@@ -11,37 +11,35 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from sharedflow.audio.stft import STFT
+
 __all__ = ["Denoiser"]
 
 
 class Denoiser(nn.Module):
-    """``audio (B, T) -> audio (B, T)`` with the vocoder's bias spectrum removed."""
+    """``audio (B, T) -> audio (B, T)`` with the vocoder's bias spectrum removed.
+
+    Each frame's ``(Re, Im)`` is scaled by ``max(|X| - strength * bias, 0) / |X|``, which keeps
+    its phase; the STFT pair is real-valued (``sharedflow.audio.stft``), so the denoiser can be
+    part of an exported synthesis graph.
+    """
 
     def __init__(self, vocoder: nn.Module, n_frames: int = 88) -> None:
         super().__init__()
         mel = vocoder.mel
-        self.n_fft, self.hop_length, self.win_length = mel.n_fft, mel.hop_length, mel.win_length
+        self.stft = STFT(mel.n_fft, mel.hop_length, mel.win_length)
         device = next(vocoder.parameters()).device
-        self.register_buffer("window", torch.hann_window(self.win_length, device=device))
+        self.stft.to(device)
         zeros = torch.zeros(1, mel.n_mels, n_frames, device=device)
         bias_audio = vocoder.synthesize(zeros, temperature=0.0).float()
-        self.register_buffer("bias", self._stft(bias_audio).abs()[:, :, :1])  # (1, F, 1)
-
-    def _stft(self, audio: Tensor) -> Tensor:
-        return torch.stft(
-            audio, self.n_fft, self.hop_length, self.win_length, self.window, return_complex=True
-        )
+        real, imag = self.stft(bias_audio)
+        self.register_buffer("bias", (real.square() + imag.square()).sqrt()[:, :, :1])  # (1, F, 1)
 
     @torch.no_grad()
     def forward(self, audio: Tensor, strength: float = 0.1) -> Tensor:
-        spectrum = self._stft(audio.float())
-        magnitude = torch.clamp(spectrum.abs() - strength * self.bias, min=0.0)
-        cleaned = torch.polar(magnitude, spectrum.angle())
-        return torch.istft(
-            cleaned,
-            self.n_fft,
-            self.hop_length,
-            self.win_length,
-            self.window,
-            length=audio.shape[-1],
-        )
+        real, imag = self.stft(audio.float())
+        magnitude = (real.square() + imag.square()).sqrt()
+        kept = torch.clamp(magnitude - strength * self.bias, min=0.0)
+        scale = kept / magnitude.clamp(min=1e-12)
+        cleaned = self.stft.inverse(real * scale, imag * scale, audio.shape[-1])
+        return cleaned.to(audio.dtype)

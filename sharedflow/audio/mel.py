@@ -35,6 +35,7 @@ class MelSpectrogram(nn.Module):
         self.hop_length = hop_length
         self.win_length = win_length
         self.n_mels = n_mels
+        self.f_min, self.f_max = f_min, f_max
         self.clamp = clamp
         basis = librosa.filters.mel(
             sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=f_min, fmax=f_max

@@ -27,7 +27,7 @@ from torch import Tensor
 from sharedflow.convert.reference import ConversionError
 from sharedflow.convert.rules import Rule
 
-__all__ = ["Family", "count", "read_config_file", "resolve"]
+__all__ = ["Family", "count", "given", "read_config_file", "resolve"]
 
 Settings = dict[str, Any]
 
@@ -36,6 +36,11 @@ def count(ref: dict[str, Tensor], pattern: str) -> int:
     """``max + 1`` of the integer that ``pattern``'s group captures over the keys (0: none)."""
     found = {int(m.group(1)) for key in ref if (m := re.match(pattern, key))}
     return max(found) + 1 if found else 0
+
+
+def given(names: dict[str, Any]) -> Settings:
+    """The settings a configuration file gave: its entries that are not ``None``."""
+    return {key: value for key, value in names.items() if value is not None}
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from sharedflow.convert.family import Family, Settings, count
+from sharedflow.convert.family import Family, Settings, count, given
 from sharedflow.convert.reference import ConversionError
 from sharedflow.convert.rules import Rule, constant, copy, plain
 
@@ -120,7 +120,7 @@ def _read_config(hparams: dict[str, Any], nanoflow: bool) -> Settings:
             names["sharing"] = _SHARING[model_type]
             if model_type == "nanoflow":
                 names["embedding_dim"] = hparams.get("flow_embed_dim")
-    return {key: value for key, value in names.items() if value is not None}
+    return given(names)
 
 
 def _prepare(ref: dict[str, Tensor]) -> dict[str, Tensor]:

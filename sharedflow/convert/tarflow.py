@@ -22,7 +22,7 @@ from typing import Any
 
 from torch import Tensor
 
-from sharedflow.convert.family import Family, Settings, count
+from sharedflow.convert.family import Family, Settings, count, given
 from sharedflow.convert.rules import Rule, copy, plain
 
 __all__ = ["TARFLOW"]
@@ -93,7 +93,7 @@ def _read_config(args: dict[str, Any]) -> Settings:
     }
     if args.get("noise_type", "gaussian") == "gaussian" and "noise_std" in args:
         names["noise_std"] = args["noise_std"]
-    return {key: value for key, value in names.items() if value is not None}
+    return given(names)
 
 
 def _needs(settings: Settings) -> dict[str, str]:

@@ -15,7 +15,7 @@ from typing import Any
 
 from torch import Tensor
 
-from sharedflow.convert.family import Family, Settings, count
+from sharedflow.convert.family import Family, Settings, count, given
 from sharedflow.convert.reference import ConversionError
 from sharedflow.convert.rules import Rule, copy, plain, weight_norm
 
@@ -91,7 +91,7 @@ def _read_config(config: dict[str, Any], parakeet: bool) -> Settings:
         names["permutation" if parakeet else "sharing"] = table[coupling]
     if not parakeet and coupling == "nanoflow":
         names["embedding_dim"] = model.get("size_flow_embed")
-    return {key: value for key, value in names.items() if value is not None}
+    return given(names)
 
 
 def _needs(settings: Settings, parakeet: bool) -> dict[str, str]:

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from sharedflow.convert.family import Family, Settings, count
+from sharedflow.convert.family import Family, Settings, count, given
 from sharedflow.convert.rules import Rule, copy, plain, weight_norm
 from sharedflow.models.waveglow import flow_widths
 
@@ -91,7 +91,7 @@ def _read_config(config: dict[str, Any]) -> Settings:
         "sample_rate": data.get("sampling_rate"),
         "hop_length": data.get("hop_length"),
     }
-    return {key: value for key, value in names.items() if value is not None}
+    return given(names)
 
 
 def _rules(settings: Settings) -> Iterator[Rule]:

@@ -52,11 +52,31 @@ class _Conv1x1(Bijection):
         return _channel_matmul(self.weight_matrix(), x), self._logdet(x)
 
     def inverse(self, z: Tensor, context: Context = None) -> tuple[Tensor, Tensor]:
+        if self.frozen is not None:
+            inverse, log_abs_det = self.frozen
+            return _channel_matmul(inverse, z), -math.prod(z.shape[2:]) * log_abs_det.expand(
+                z.shape[0]
+            )
         # Solved afresh each call (a cached inverse goes stale when the weights change), in
         # float32 at least: linalg has no half-precision kernels.
         weight = self.weight_matrix()
         inverse = torch.linalg.inv(_at_least_float32(weight)).to(weight.dtype)
         return _channel_matmul(inverse, z), -self._logdet(z)
+
+    @property
+    def frozen(self) -> tuple[Tensor, Tensor] | None:
+        inverse = getattr(self, "frozen_inverse", None)
+        return None if inverse is None else (inverse, self.frozen_log_abs_det)
+
+    @torch.no_grad()
+    def to_deploy_form(self) -> None:
+        """Store ``W^-1`` and ``log|det W|`` as buffers, so that the inverse solves nothing
+        (synthesis form, exportable: ONNX has no matrix inverse). The weights must not change
+        afterwards."""
+        weight = self.weight_matrix()
+        inverse = torch.linalg.inv(_at_least_float32(weight)).to(weight.dtype)
+        self.register_buffer("frozen_inverse", inverse)
+        self.register_buffer("frozen_log_abs_det", self.log_abs_det().detach().clone())
 
 
 class InvertibleConv1x1(_Conv1x1):

@@ -77,16 +77,23 @@ class Vocoder(nn.Module):
 
     @torch.inference_mode()
     def synthesize(
-        self, mel: Tensor, temperature: float | None = None, length: int | None = None
+        self,
+        mel: Tensor,
+        temperature: float | None = None,
+        length: int | None = None,
+        noise: Tensor | None = None,
     ) -> Tensor:
         """Audio from a mel ``(B, n_mels, F)``: ``(B, length)`` samples, ``z ~ N(0, t^2)``
         (``t`` defaults to the model's own), in the flow's dtype (the mel is cast to it).
 
         ``length`` defaults to ``hop * F``; a wav's mel has ``1 + T // hop`` frames, so its
         resynthesis passes ``length=T``. The flow runs on the next multiple of its fold (which
-        divides the hop), and the tail it needed for that is cut off.
+        divides the hop), and the tail it needed for that is cut off. ``noise``: the ``N(0, 1)``
+        draws to use, ``(B, n)`` with ``n`` that multiple (``z = t noise``), as an exported
+        graph takes them.
         """
-        mel = mel.to(next(self.flow.parameters()).dtype)
+        dtype = next(self.flow.parameters()).dtype
+        mel = mel.to(dtype)
         length = self.hop_length * mel.shape[-1] if length is None else length
         if not 0 < length <= self.hop_length * mel.shape[-1]:
             raise ValueError(
@@ -95,7 +102,16 @@ class Vocoder(nn.Module):
             )
         n_samples = -(-length // self.length_multiple) * self.length_multiple
         t = self.temperature if temperature is None else temperature
-        return self.flow.sample((mel.shape[0], n_samples), mel, t)[:, :length]
+        if noise is None:
+            return self.flow.sample((mel.shape[0], n_samples), mel, t)[:, :length]
+        if tuple(noise.shape) != (mel.shape[0], n_samples):
+            raise ValueError(
+                f"the noise has shape {tuple(noise.shape)}; {length} samples from "
+                f"{mel.shape[-1]} frames need ({mel.shape[0]}, {n_samples})"
+            )
+        z = t * noise.to(dtype)
+        audio, _ = self.flow.transform.inverse(z, self.flow.encode(mel, z.shape))
+        return audio[:, :length]
 
     @torch.inference_mode()
     def resynthesize(
