@@ -34,7 +34,9 @@ PAPER = {
     "image/nanoflow-glow-cifar10": (10_113_264, 10_113_264),
     "image/nanoflow-glow-k48-cifar10": (10_718_544, 10_718_544),
 }
-TINY = [name for name in list_recipes() if name.endswith("-tiny")]
+# CPU recipes on built-in data: the tiny ones, and longer ones that reach further.
+LONGER = ["image/tarflow-shapes"]
+TINY = [name for name in list_recipes() if name.endswith("-tiny")] + LONGER
 
 
 def test_every_recipe_is_paper_or_tiny() -> None:
