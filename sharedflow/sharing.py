@@ -138,7 +138,7 @@ class StepEstimator(nn.Module):
         return self._head(self.net.step(cache, self._stem(x_i), i))
 
     @torch.no_grad()
-    def fold(self) -> None:
+    def to_deploy_form(self) -> None:
         """Store ``step_bias(e_k)`` and forget the embedding table (deploy form)."""
         if self.table is None:
             return
@@ -274,8 +274,8 @@ def remove_weight_norm(model: nn.Module) -> nn.Module:
 
 @runtime_checkable
 class HasDeployForm(Protocol):
-    """A layer with a faster synthesis form that ``deploy`` switches it to (e.g. a stored
-    inverse of a 1x1 convolution)."""
+    """A layer with a synthesis form that ``deploy`` switches it to: a step estimator's folded
+    embedding, a 1x1 convolution's stored inverse."""
 
     def to_deploy_form(self) -> None:
         """Switch to the deploy form, in place."""
@@ -286,9 +286,7 @@ def deploy(model: nn.Module) -> nn.Module:
     every ``HasDeployForm`` layer in its deploy form."""
     model = copy.deepcopy(model).eval()
     for module in model.modules():
-        if isinstance(module, StepEstimator):
-            module.fold()
-        if isinstance(module, HasDeployForm):
+        if isinstance(module, HasDeployForm):  # step estimators fold their embeddings
             module.to_deploy_form()
     for module in model.modules():
         if isinstance(module, StepConditioned) and not isinstance(module, StepEstimator):

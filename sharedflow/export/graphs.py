@@ -30,12 +30,12 @@ class Synthesis(nn.Module):
         self, vocoder: nn.Module, denoiser: nn.Module | None = None, strength: float = 0.1
     ) -> None:
         super().__init__()
-        self.flow = vocoder.flow
+        self.vocoder = vocoder
         self.denoiser = denoiser
         self.strength = strength
 
     def forward(self, mel: Tensor, noise: Tensor) -> Tensor:
-        audio, _ = self.flow.transform.inverse(noise, self.flow.encode(mel, noise.shape))
+        audio = self.vocoder.decode(mel, noise)
         return audio if self.denoiser is None else self.denoiser(audio, self.strength)
 
 

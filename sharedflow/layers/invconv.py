@@ -39,44 +39,44 @@ def _channel_matmul(weight: Tensor, x: Tensor) -> Tensor:
 
 
 class _Conv1x1(Bijection):
+    def __init__(self) -> None:
+        super().__init__()
+        # The deploy form's stored inverse and log-determinant (None: solved each call).
+        self.register_buffer("frozen_inverse", None)
+        self.register_buffer("frozen_log_abs_det", None)
+
     def weight_matrix(self) -> Tensor:
         raise NotImplementedError
 
     def log_abs_det(self) -> Tensor:
         raise NotImplementedError
 
-    def _logdet(self, x: Tensor) -> Tensor:
-        return (math.prod(x.shape[2:]) * self.log_abs_det()).expand(x.shape[0])
+    def _logdet(self, x: Tensor, log_abs_det: Tensor) -> Tensor:
+        return (math.prod(x.shape[2:]) * log_abs_det).expand(x.shape[0])
 
-    def forward(self, x: Tensor, context: Context = None) -> tuple[Tensor, Tensor]:
-        return _channel_matmul(self.weight_matrix(), x), self._logdet(x)
-
-    def inverse(self, z: Tensor, context: Context = None) -> tuple[Tensor, Tensor]:
-        if self.frozen is not None:
-            inverse, log_abs_det = self.frozen
-            return _channel_matmul(inverse, z), -math.prod(z.shape[2:]) * log_abs_det.expand(
-                z.shape[0]
-            )
-        # Solved afresh each call (a cached inverse goes stale when the weights change), in
-        # float32 at least: linalg has no half-precision kernels.
+    def _inverse_weight(self) -> tuple[Tensor, Tensor]:
+        """``(W^-1, log|det W|)``: stored in the deploy form, else solved afresh (a cached
+        inverse goes stale when the weights change), in float32 at least: linalg has no
+        half-precision kernels."""
+        if self.frozen_inverse is not None:
+            return self.frozen_inverse, self.frozen_log_abs_det
         weight = self.weight_matrix()
         inverse = torch.linalg.inv(_at_least_float32(weight)).to(weight.dtype)
-        return _channel_matmul(inverse, z), -self._logdet(z)
+        return inverse, self.log_abs_det()
 
-    @property
-    def frozen(self) -> tuple[Tensor, Tensor] | None:
-        inverse = getattr(self, "frozen_inverse", None)
-        return None if inverse is None else (inverse, self.frozen_log_abs_det)
+    def forward(self, x: Tensor, context: Context = None) -> tuple[Tensor, Tensor]:
+        return _channel_matmul(self.weight_matrix(), x), self._logdet(x, self.log_abs_det())
+
+    def inverse(self, z: Tensor, context: Context = None) -> tuple[Tensor, Tensor]:
+        inverse, log_abs_det = self._inverse_weight()
+        return _channel_matmul(inverse, z), -self._logdet(z, log_abs_det)
 
     @torch.no_grad()
     def to_deploy_form(self) -> None:
-        """Store ``W^-1`` and ``log|det W|`` as buffers, so that the inverse solves nothing
-        (synthesis form, exportable: ONNX has no matrix inverse). The weights must not change
-        afterwards."""
-        weight = self.weight_matrix()
-        inverse = torch.linalg.inv(_at_least_float32(weight)).to(weight.dtype)
-        self.register_buffer("frozen_inverse", inverse)
-        self.register_buffer("frozen_log_abs_det", self.log_abs_det().detach().clone())
+        """Store ``W^-1`` and ``log|det W|``, so that the inverse solves nothing (synthesis
+        form, exportable: ONNX has no matrix inverse). The weights must not change after."""
+        inverse, log_abs_det = self._inverse_weight()
+        self.frozen_inverse, self.frozen_log_abs_det = inverse, log_abs_det.detach().clone()
 
 
 class InvertibleConv1x1(_Conv1x1):

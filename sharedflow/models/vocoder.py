@@ -103,15 +103,21 @@ class Vocoder(nn.Module):
         n_samples = -(-length // self.length_multiple) * self.length_multiple
         t = self.temperature if temperature is None else temperature
         if noise is None:
-            return self.flow.sample((mel.shape[0], n_samples), mel, t)[:, :length]
-        if tuple(noise.shape) != (mel.shape[0], n_samples):
+            z = self.flow.base.sample((mel.shape[0], n_samples), t)
+        elif tuple(noise.shape) != (mel.shape[0], n_samples):
             raise ValueError(
                 f"the noise has shape {tuple(noise.shape)}; {length} samples from "
                 f"{mel.shape[-1]} frames need ({mel.shape[0]}, {n_samples})"
             )
-        z = t * noise.to(dtype)
+        else:
+            z = t * noise.to(dtype)
+        return self.decode(mel, z)[:, :length]
+
+    def decode(self, mel: Tensor, z: Tensor) -> Tensor:
+        """The inverse flow: latent ``z (B, T)`` and its mel ``(B, n_mels, T / hop)`` to audio
+        ``(B, T)``. Synthesis, and the graph ``sharedflow export`` writes."""
         audio, _ = self.flow.transform.inverse(z, self.flow.encode(mel, z.shape))
-        return audio[:, :length]
+        return audio
 
     @torch.inference_mode()
     def resynthesize(
