@@ -6,7 +6,6 @@ Every command has ``--help``; bad input ends with a one-line reason and a non-ze
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import math
 import os
@@ -53,34 +52,15 @@ def _recipes(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sweep(overrides: list[str]) -> list[list[str]]:
-    """Hydra's sweep syntax (``key=a,b``) expanded to one override list per job."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parsed = OverridesParser.create().parse_overrides(overrides)
-    choices = []
-    for override in parsed:
-        key = override.get_key_element()
-        if override.is_sweep_override():
-            choices.append([f"{key}={v}" for v in override.sweep_string_iterator()])
-        else:
-            choices.append([override.input_line])
-    return [list(job) for job in itertools.product(*choices)]
-
-
 def _train(args: argparse.Namespace) -> int:
-    from sharedflow.recipes import compose
+    if args.multirun:
+        from sharedflow.sweep import multirun
+
+        multirun(args.recipe, args.overrides)
+        return 0
     from sharedflow.train.run import train
 
-    jobs = _sweep(args.overrides) if args.multirun else [args.overrides]
-    for i, overrides in enumerate(jobs):
-        if args.multirun:  # each job in its own folder under the run_dir given, or multirun/
-            cfg = compose(args.recipe, overrides)
-            others = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != "run_dir"]
-            base = cfg.run_dir if len(others) < len(overrides) else f"multirun/{cfg.name}"
-            overrides = [*others, f"run_dir={base}/{i}"]
-            print(f"job {i}: {' '.join(overrides)}")
-        _summarise(train(args.recipe, overrides))
+    _summarise(train(args.recipe, args.overrides))
     return 0
 
 
@@ -428,7 +408,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--iters", type=int, default=500, help="training iterations per mode")
     demo.add_argument("--seed", type=int, default=0)
 
-    command("recipes", "list the recipes that train and params accept", _recipes)
+    recipes = command("recipes", "list the recipes that train and params accept", _recipes)
 
     train = command(
         "train", "train a recipe (resumes when its run directory has checkpoints)", _train
@@ -482,7 +462,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--fid-samples", type=int, default=1000)
     evaluate.add_argument("--json", action="store_true")
 
-    synth = command("synthesize", "wav or mel (.npy/.pt) in, 16-bit wav out", _synthesize)
+    synth = command("synthesize", "wav or mel (.npy/.npz/.pt) in, 16-bit wav out", _synthesize)
     checkpoint_options(synth)
     synth.add_argument("inputs", nargs="+", metavar="INPUT")
     synth.add_argument("--out", required=True, help="output directory")
@@ -611,14 +591,34 @@ def _parser() -> argparse.ArgumentParser:
     conv.add_argument(
         "overrides", nargs="*", help="model settings the weights cannot tell, e.g. height=16"
     )
+    _add_recipe_dirs([recipes, train, params, comp])
     return parser
 
 
 USER_ERRORS = (CommandError, ValueError, OSError, KeyError, RuntimeError)
 
 
+def _add_recipe_dirs(parsers: Sequence[argparse.ArgumentParser]) -> None:
+    for sub in parsers:
+        sub.add_argument(
+            "--recipes",
+            action="append",
+            default=[],
+            metavar="DIR",
+            help="a folder of your own recipes, in the shipped layout (repeatable; also "
+            "$SHAREDFLOW_RECIPES)",
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if getattr(args, "recipes", None):  # composed recipes, and sweep jobs, read the variable
+        from sharedflow.recipes import USER_RECIPES
+
+        given = [str(Path(d).expanduser().resolve()) for d in args.recipes]
+        os.environ[USER_RECIPES] = os.pathsep.join(
+            [*given, *filter(None, os.environ.get(USER_RECIPES, "").split(os.pathsep))]
+        )
     try:
         return args.run(args)
     except KeyboardInterrupt:

@@ -1,4 +1,10 @@
-"""Recipes: hydra configs under ``sharedflow/recipes``, composed and instantiated safely.
+"""Recipes: hydra configs, composed and instantiated safely.
+
+The shipped recipes live in the repository's ``recipes/`` folder (in a wheel, the data-only
+package ``sharedflow.configs``). A user's own folders of recipes, in the same layout, are added
+after them with ``--recipes DIR`` or ``$SHAREDFLOW_RECIPES`` (``os.pathsep``-separated): a
+user's experiment can override any shipped model, data or trainer config by name, and add
+configs of its own.
 
 A recipe is ``train.yaml``'s defaults (groups ``model/``, ``data/``, ``optim/``, ``schedule/``,
 ``trainer/``) plus what an experiment changes; each node is a ``_target_`` whose keys are the
@@ -11,6 +17,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,31 +38,89 @@ __all__ = [
     "build",
     "compose",
     "list_recipes",
+    "check_recipe",
+    "search_path",
+    "searchpath_override",
+    "user_recipe_dirs",
     "to_container",
 ]
 
-RECIPES_DIR = Path(__file__).parent / "recipes"
+
+def _shipped_dir() -> Path:
+    """The shipped recipes: inside an installed wheel, or at the top of a source checkout."""
+    installed = Path(__file__).parent / "configs"
+    return installed if installed.is_dir() else Path(__file__).parents[1] / "recipes"
+
+
+RECIPES_DIR = _shipped_dir()
+USER_RECIPES = "SHAREDFLOW_RECIPES"
 
 
 class RecipeError(ValueError):
     """A recipe that does not exist, does not compose, or names a foreign class."""
 
 
+def user_recipe_dirs() -> list[Path]:
+    """The user's recipe folders from ``$SHAREDFLOW_RECIPES``, checked to exist."""
+    dirs = [Path(d).expanduser() for d in os.environ.get(USER_RECIPES, "").split(os.pathsep) if d]
+    for folder in dirs:
+        if not folder.is_dir():
+            raise RecipeError(
+                f"recipe folder {folder} (from --recipes or ${USER_RECIPES}) is not a directory"
+            )
+        shadowed = sorted(
+            p.relative_to(folder).as_posix()
+            for p in folder.rglob("*.yaml")
+            if (RECIPES_DIR / p.relative_to(folder)).is_file()
+        )
+        if shadowed:  # hydra would silently prefer the shipped file of the same name
+            raise RecipeError(
+                f"{folder}: {', '.join(shadowed)} would shadow shipped recipes of the same "
+                "name; give your configs names of their own (an experiment can still override "
+                "every value of a shipped config)"
+            )
+    return dirs
+
+
+def search_path() -> list[Path]:
+    """Every recipe folder, the shipped one first (hydra's search order)."""
+    return [RECIPES_DIR, *user_recipe_dirs()]
+
+
+def searchpath_override() -> list[str]:
+    """The hydra override that adds the user's recipe folders, or none."""
+    extra = user_recipe_dirs()
+    if not extra:
+        return []
+    return [f"hydra.searchpath=[{','.join(f'file://{d.resolve()}' for d in extra)}]"]
+
+
 def list_recipes() -> list[str]:
     """Names of the runnable recipes (experiments), e.g. ``audio/waveflow-h16-r64``."""
-    root = RECIPES_DIR / "experiment"
-    return sorted(p.relative_to(root).with_suffix("").as_posix() for p in root.rglob("*.yaml"))
+    names = set()
+    for folder in search_path():
+        root = folder / "experiment"
+        names.update(p.relative_to(root).with_suffix("").as_posix() for p in root.rglob("*.yaml"))
+    return sorted(names)
 
 
-def compose(recipe: str, overrides: list[str] | None = None) -> DictConfig:
-    """Compose ``train.yaml`` with the experiment ``recipe`` and hydra-style overrides."""
+def check_recipe(recipe: str) -> None:
+    """Raise ``RecipeError`` naming the closest recipes unless ``recipe`` exists."""
     if recipe not in list_recipes():
         close = difflib.get_close_matches(recipe, list_recipes(), n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise RecipeError(f"unknown recipe {recipe!r}{hint} (see 'sharedflow recipes')")
+
+
+def compose(recipe: str, overrides: list[str] | None = None) -> DictConfig:
+    """Compose ``train.yaml`` with the experiment ``recipe`` and hydra-style overrides."""
+    check_recipe(recipe)
     try:
         with initialize_config_dir(str(RECIPES_DIR), version_base=None):
-            cfg = hydra_compose("train", overrides=[f"experiment={recipe}", *(overrides or [])])
+            cfg = hydra_compose(
+                "train",
+                overrides=[f"experiment={recipe}", *searchpath_override(), *(overrides or [])],
+            )
     except (HydraException, OmegaConfBaseException) as error:
         raise RecipeError(f"recipe {recipe!r}: {first_line(error)}") from error
     check_targets(cfg)

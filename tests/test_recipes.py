@@ -34,13 +34,18 @@ PAPER = {
     "image/nanoflow-glow-cifar10": (10_113_264, 10_113_264),
     "image/nanoflow-glow-k48-cifar10": (10_718_544, 10_718_544),
 }
+# Paper-scale recipes at other sample rates (tests/test_sample_rates.py checks their counts).
+OTHER_RATES = ["audio/waveflow-h16-r64-24k", "audio/waveflow-h16-r64-44k"]
 # CPU recipes on built-in data: the tiny ones, and longer ones that reach further.
 LONGER = ["image/tarflow-shapes"]
 TINY = [name for name in list_recipes() if name.endswith("-tiny")] + LONGER
 
 
 def test_every_recipe_is_paper_or_tiny() -> None:
-    assert set(list_recipes()) == set(PAPER) | set(TINY)
+    assert set(list_recipes()) == set(PAPER) | set(OTHER_RATES) | set(TINY)
+    for recipe in OTHER_RATES:
+        cfg = compose(recipe)
+        assert cfg.trainer.paper_scale and cfg.trainer.device == "auto"
 
 
 @pytest.mark.parametrize("recipe", sorted(PAPER))

@@ -17,12 +17,17 @@ __all__ = ["read_mel_input"]
 def read_mel_input(path: Path, vocoder: nn.Module) -> list[tuple[torch.Tensor, int]]:
     """``(mel (n_mels, F), length)`` pairs from a wav (its mel and its length ``T``) or a
     ``.npy``/``.pt`` of ``(n_mels, F)`` or ``(B, n_mels, F)`` (Tacotron 2's layout; length
-    ``hop F``). Non-finite values are an error naming the file."""
+    ``hop F``). A ``.npz`` holds the array as ``mel`` and may record the front end's settings
+    (``sample_rate``, ``n_fft``, ``hop_length``, ``win_length``, ``n_mels``, ``f_min``,
+    ``f_max``); one that differs from the model's is an error naming both. Non-finite values
+    are an error naming the file."""
     if not path.is_file():
         raise FileNotFoundError(f"no such input: {path}")
     suffix = path.suffix.lower()
-    if suffix in (".npy", ".pt"):
-        if suffix == ".npy":
+    if suffix in (".npy", ".npz", ".pt"):
+        if suffix == ".npz":
+            mel = _read_npz(path, vocoder)
+        elif suffix == ".npy":
             mel = torch.from_numpy(np.load(path, allow_pickle=False)).float()
         else:
             mel = load_tensors(path)
@@ -47,3 +52,16 @@ def read_mel_input(path: Path, vocoder: nn.Module) -> list[tuple[torch.Tensor, i
             f"{path}: {len(audio)} samples is shorter than one STFT window ({vocoder.mel.n_fft})"
         )
     return [(vocoder.mel(audio), len(audio))]
+
+
+def _read_npz(path: Path, vocoder: nn.Module) -> torch.Tensor:
+    with np.load(path, allow_pickle=False) as archive:
+        if "mel" not in archive:
+            raise ValueError(f"{path}: no array named 'mel' (found {sorted(archive.files)})")
+        settings = {k: archive[k].item() for k in archive.files if k != "mel"}
+        mel = torch.from_numpy(archive["mel"]).float()
+    settings = {
+        k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in settings.items()
+    }
+    vocoder.mel.check(settings, str(path))
+    return mel

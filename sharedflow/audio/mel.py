@@ -43,6 +43,29 @@ class MelSpectrogram(nn.Module):
         self.register_buffer("basis", torch.from_numpy(basis).float(), persistent=False)
         self.register_buffer("window", torch.hann_window(win_length), persistent=False)
 
+    def settings(self) -> dict[str, float | int | None]:
+        """What a mel made elsewhere must share with this front end to be read by the model."""
+        return {
+            "sample_rate": self.sample_rate,
+            "n_fft": self.n_fft,
+            "hop_length": self.hop_length,
+            "win_length": self.win_length,
+            "n_mels": self.n_mels,
+            "f_min": self.f_min,
+            "f_max": self.f_max,
+        }
+
+    def check(self, given: dict[str, float | int | None], where: str) -> None:
+        """Raise ``ValueError`` naming every setting of ``given`` that differs from this one's."""
+        ours = self.settings()
+        wrong = [
+            f"{k}={given[k]} (the model's: {ours[k]})"
+            for k in ours
+            if k in given and not _same(given[k], ours[k])
+        ]
+        if wrong:
+            raise ValueError(f"{where}: mel settings do not match the model's: {', '.join(wrong)}")
+
     def magnitude(self, audio: Tensor) -> Tensor:
         """``|STFT|``: ``(B, T) -> (B, n_fft / 2 + 1, frames)``."""
         return torch.stft(
@@ -65,3 +88,9 @@ class MelSpectrogram(nn.Module):
 
     def n_frames(self, n_samples: int) -> int:
         return 1 + n_samples // self.hop_length
+
+
+def _same(a: float | int | None, b: float | int | None) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return abs(float(a) - float(b)) <= 1e-6 * max(1.0, abs(float(b)))

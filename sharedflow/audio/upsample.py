@@ -9,7 +9,9 @@ exactly as the waveform is folded.
   ``n_group * bin + offset``.
 - ``WaveFlowUpsampler``: the mel as a one-channel image, two weight-normed
   ``ConvTranspose2d(1, 1, (3, 2s), stride (1, s), padding (1, s / 2))`` each followed by
-  LeakyReLU(0.4) (``s = 16``: exactly ``256 F`` samples), folded to ``(B, n_mels, h, T / h)``.
+  LeakyReLU(0.4), folded to ``(B, n_mels, h, T / h)``. The strides multiply to the hop length
+  (:func:`upsample_strides`; ``16 x 16`` for the references' 256), so ``F`` frames give at least
+  ``hop F`` samples.
 """
 
 from __future__ import annotations
@@ -21,7 +23,18 @@ from torch import Tensor, nn
 
 from sharedflow.nets.common import wn
 
-__all__ = ["WaveFlowUpsampler", "WaveGlowUpsampler"]
+__all__ = ["WaveFlowUpsampler", "WaveGlowUpsampler", "upsample_strides"]
+
+
+def upsample_strides(hop_length: int) -> tuple[int, int]:
+    """Two strides ``s1 <= s2`` with ``s1 s2 = hop``, as equal as the factors allow.
+
+    ``256 -> (16, 16)`` (the references), ``300 -> (15, 20)``, ``512 -> (16, 32)``.
+    """
+    if hop_length < 1:
+        raise ValueError(f"hop_length must be positive, got {hop_length}")
+    s1 = max(d for d in range(1, int(hop_length**0.5) + 1) if hop_length % d == 0)
+    return s1, hop_length // s1
 
 
 def _crop(upsampled: Tensor, n_samples: int) -> Tensor:

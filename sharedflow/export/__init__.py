@@ -112,16 +112,8 @@ def metadata(model: nn.Module, config: dict[str, Any], graph: str, dtype: str) -
         "parameters": count_parameters(model).total,
     }
     if model.modality == "audio":
-        mel = model.mel
-        info |= {
-            "sample_rate": model.sample_rate,
-            "hop_length": model.hop_length,
-            "n_mels": mel.n_mels,
-            "n_fft": mel.n_fft,
-            "win_length": mel.win_length,
-            "f_min": mel.f_min,
-            "f_max": mel.f_max,
-            "log_clamp": mel.clamp,
+        info |= model.mel.settings() | {
+            "log_clamp": model.mel.clamp,
             "temperature": model.temperature,
             "inputs": "mel (B, n_mels, F): natural-log mel; "
             "noise (B, hop F): temperature x N(0, 1)",

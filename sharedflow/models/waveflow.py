@@ -19,13 +19,13 @@ Two published layouts, as two presets of one assembly:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import Literal
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
 
 from torch import nn
 
 from sharedflow.audio.mel import MelSpectrogram
-from sharedflow.audio.upsample import WaveFlowUpsampler
+from sharedflow.audio.upsample import WaveFlowUpsampler, upsample_strides
 from sharedflow.core import Inverse, NormalizingFlow, Sequential, StandardNormal
 from sharedflow.core.bijection import Bijection
 from sharedflow.layers import AffineAutoregressive, Fold2d, ShiftedInput, ShiftedOutput
@@ -51,26 +51,22 @@ def _permutations(height: int, n_flows: int, kind: PermutationKind) -> list[Perm
 
 def _assemble(
     estimators: list[StepEstimator],
+    *,
     wrap: Callable[[StepEstimator], nn.Module],
     permute_first: bool,
     height: int,
     permutation: PermutationKind,
-    n_mels: int,
-    sample_rate: int,
-    hop_length: int,
+    mel: MelSpectrogram,
 ) -> Vocoder:
     """Fold, one autoregressive flow per estimator with its row permutation, unfold."""
-    if hop_length != 256:
-        # The two stride-16 upsampling layers of the reference cover exactly 256 samples.
-        raise ValueError("WaveFlow's mel upsampler is built for hop_length 256")
     layers: list[Bijection] = [Fold2d(height)]
     permutations = _permutations(height, len(estimators), permutation)
     for estimator, perm in zip(estimators, permutations, strict=True):
         flow = AffineAutoregressive(wrap(estimator))
         layers += [perm, flow] if permute_first else [flow, perm]
     layers.append(Inverse(Fold2d(height)))
-    flow = NormalizingFlow(Sequential(layers), StandardNormal(), WaveFlowUpsampler(height))
-    mel = MelSpectrogram(sample_rate=sample_rate, hop_length=hop_length, n_mels=n_mels)
+    upsampler = WaveFlowUpsampler(height, upsample_strides(mel.hop_length))
+    flow = NormalizingFlow(Sequential(layers), StandardNormal(), upsampler)
     return Vocoder(flow, mel, length_multiple=height)
 
 
@@ -86,24 +82,39 @@ def waveflow(
     n_mels: int = 80,
     sample_rate: int = 22050,
     hop_length: int = 256,
+    mel: Mapping[str, Any] | None = None,
 ) -> Vocoder:
     """WaveFlow as in L0SG/NanoFlow, with any NanoFlow sharing mode.
 
     ``waveflow(16, 64)`` has 5,950,180 parameters; ``waveflow(16, 128, sharing="nanoflow",
     embedding_dim=512)`` is NanoFlow-h16-r128-emb512 (3,865,188; 2,818,530 deployed).
     NanoFlow's shared body uses a plain residual with per-flow gates, as the reference does.
+    ``mel``: the front end's other settings (``n_fft``, ``win_length``, ``f_min``, ``f_max``),
+    by default the references' 22.05 kHz ones; the upsampler's strides follow ``hop_length``.
     """
     residual_scale = 1.0 if sharing == "nanoflow" else math.sqrt(0.5)
     dilations = height_dilations(n_layers, dilation_cycle)
     estimators = build_estimators(
         n_flows,
-        lambda emb: WaveNet2D(1, n_mels, channels, n_layers, dilations, 3, residual_scale, emb),
+        lambda emb: WaveNet2D(
+            context_channels=n_mels,
+            channels=channels,
+            n_layers=n_layers,
+            height_dilations=dilations,
+            residual_scale=residual_scale,
+            embedding_dim=emb,
+        ),
         lambda k: ZeroConv(channels, 2, init_range=1e-3),
         sharing,
         embedding_dim,
     )
     return _assemble(
-        estimators, ShiftedInput, True, height, permutation, n_mels, sample_rate, hop_length
+        estimators,
+        wrap=ShiftedInput,
+        permute_first=True,
+        height=height,
+        permutation=permutation,
+        mel=MelSpectrogram(sample_rate, hop_length=hop_length, n_mels=n_mels, **(mel or {})),
     )
 
 
@@ -124,21 +135,25 @@ def waveflow_parakeet(
     n_mels: int = 80,
     sample_rate: int = 22050,
     hop_length: int = 256,
+    mel: Mapping[str, Any] | None = None,
 ) -> Vocoder:
     """WaveFlow as in L0SG/WaveFlow (Parakeet): ``waveflow_parakeet(16, 64)`` has 5,950,164."""
     dilations = height_dilations(n_layers, dilation_cycle)
     estimators = build_estimators(
         n_flows,
-        lambda emb: WaveNet2D(1, n_mels, channels, n_layers, dilations, 3, 1.0),
+        lambda emb: WaveNet2D(
+            context_channels=n_mels,
+            channels=channels,
+            n_layers=n_layers,
+            height_dilations=dilations,
+        ),
         lambda k: _zero_projection(channels),
     )
     return _assemble(
         estimators,
-        lambda e: ShiftedOutput(e, context_dim=2),
-        False,
-        height,
-        permutation,
-        n_mels,
-        sample_rate,
-        hop_length,
+        wrap=lambda e: ShiftedOutput(e, context_dim=2),
+        permute_first=False,
+        height=height,
+        permutation=permutation,
+        mel=MelSpectrogram(sample_rate, hop_length=hop_length, n_mels=n_mels, **(mel or {})),
     )

@@ -17,6 +17,9 @@ WN serves all flows, told apart by flow embeddings and gates; no published code 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from sharedflow.audio.mel import MelSpectrogram
 from sharedflow.audio.upsample import WaveGlowUpsampler
 from sharedflow.core import Inverse, NormalizingFlow, Sequential, StandardNormal
@@ -69,10 +72,13 @@ def waveglow(
     hop_length: int = 256,
     upsample_kernel: int = 1024,
     alternate_halves: bool = False,
+    mel: Mapping[str, Any] | None = None,
 ) -> Vocoder:
     """WaveGlow; the defaults are NVIDIA's ``config.json`` (87,879,272 parameters).
 
     ``alternate_halves``: ``glow_old.py``'s coupling order (see the module docstring).
+    ``mel``: the front end's other settings (``n_fft``, ``win_length``, ``f_min``, ``f_max``),
+    by default the reference's 22.05 kHz ones.
     """
     widths = flow_widths(n_flows, n_group, n_early_every, n_early_size)
     if sharing == "shared" and len(set(widths)) > 1:
@@ -102,6 +108,6 @@ def waveglow(
         inner = Sequential([*steps[k], inner])
     transform = Sequential(GroupFold(n_group), inner, Inverse(GroupFold(n_group)))
     upsampler = WaveGlowUpsampler(n_mels, n_group, hop_length, upsample_kernel)
-    mel = MelSpectrogram(sample_rate=sample_rate, hop_length=hop_length, n_mels=n_mels)
+    front_end = MelSpectrogram(sample_rate, hop_length=hop_length, n_mels=n_mels, **(mel or {}))
     flow = NormalizingFlow(transform, StandardNormal(), upsampler)
-    return Vocoder(flow, mel, n_group, temperature=0.6)  # NVIDIA's inference sigma
+    return Vocoder(flow, front_end, n_group, temperature=0.6)  # NVIDIA's inference sigma
