@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from sharedflow.data.held_out import HeldOut, held_out
+from sharedflow.precision import TORCH_DTYPES
 from sharedflow.recipes import build, compose
 from sharedflow.sharing import ParameterCount, count_parameters, deploy
 from sharedflow.train.checkpoint import (
@@ -116,16 +117,23 @@ def evaluate_checkpoint(
     device: str = "cpu",
     resynthesis: bool = False,
     temperature: float | None = None,
+    precision: str = "fp32",
 ) -> tuple[dict[str, float], str]:
     """Held-out metrics of a checkpoint and a description of what was scored (see
     ``held_out_set``); for vocoders with ``resynthesis``, also the resynthesis scores
-    (``resynthesis_quality``). A non-finite metric is an error."""
+    (``resynthesis_quality``). A non-finite metric is an error.
+
+    ``precision`` (``fp32``, ``bf16``, ``fp16``) is the synthesis precision: the flow runs in it,
+    the mel front end in float32. The likelihood is always summed in float32: a bf16 sum of
+    ``10^4`` log-determinant terms loses the digits a comparison needs."""
     model, config = load_model(checkpoint, ema, average, device)
     data = held_out_set(config, data_overrides)
     n_items = len(data.items) if max_items is None else min(max_items, len(data.items))
     result = evaluate(model, data.items, device, max_items)
     if resynthesis and model.modality == "audio":
-        result.update(resynthesis_quality(deploy(model), data.items, temperature, max_items))
+        synthesis = deploy(model)
+        synthesis.flow.to(TORCH_DTYPES[precision])
+        result.update(resynthesis_quality(synthesis, data.items, temperature, max_items))
     bad = [name for name, value in result.items() if not np.isfinite(value) and name != "f0_cents"]
     if bad:
         raise ValueError(f"{checkpoint}: non-finite {', '.join(bad)} on {data.description}")

@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 from sharedflow.errors import first_line
 from sharedflow.train.checkpoint import latest_checkpoint
 
-DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}  # torch names, loaded lazily
+DTYPES = ("fp32", "bf16", "fp16")
 
 __all__ = ["main"]
 
@@ -123,10 +123,24 @@ def _parse_value(value: str) -> Any:
         return value
 
 
+def _precision(args: argparse.Namespace, stream: Any = None) -> str:
+    """The precision ``--dtype`` asks for here (``auto``: bf16 only where native), said once."""
+    from sharedflow.precision import Capabilities, choose
+
+    capabilities = Capabilities.detect(args.device)
+    precision, warning = choose(args.dtype, capabilities)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"precision: {precision} ({capabilities.describe()})", file=stream or sys.stdout)
+    return precision
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from sharedflow.api import evaluate_checkpoint
     from sharedflow.audio.quality import METRICS
 
+    # With --json, stdout holds the JSON alone.
+    precision = _precision(args, sys.stderr if args.json else None) if args.resynthesis else None
     result, scored = evaluate_checkpoint(
         args.checkpoint,
         _data_overrides(args.overrides),
@@ -136,6 +150,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         args.device,
         args.resynthesis,
         args.temperature,
+        precision or "fp32",
     )
     if args.fid is not None:
         result["fid"] = _fid(args)
@@ -198,14 +213,9 @@ def _synthesize(args: argparse.Namespace) -> int:
     # Every input is read before anything is synthesised: a bad one costs no work.
     inputs = [(path, read_mel_input(Path(path), model)) for path in args.inputs]
     noise = _read_noise(args.noise, inputs) if args.noise else None
-    from sharedflow.precision import Capabilities, choose
+    from sharedflow.precision import TORCH_DTYPES
 
-    capabilities = Capabilities.detect(args.device)
-    dtype, warning = choose(args.dtype, capabilities)
-    if warning:
-        print(f"warning: {warning}", file=sys.stderr)
-    print(f"precision: {dtype} ({capabilities.describe()})")
-    model.flow.to(getattr(torch, DTYPES[dtype]))  # the mel front end stays float32
+    model.flow.to(TORCH_DTYPES[_precision(args)])  # the mel front end stays float32
     denoiser = Denoiser(model) if args.denoise > 0 else None  # one bias spectrum per model
     total_audio = total_time = 0.0
     for path, mels in inputs:
@@ -254,17 +264,21 @@ def _sample(args: argparse.Namespace) -> int:
     if args.label:
         labels = torch.tensor([args.label[i % len(args.label)] for i in range(args.n)])
     jacobi = Jacobi(args.jacobi, None, args.chunk) if args.jacobi else None
+    from sharedflow.precision import autocast
+
+    precision = _precision(args)
     start = time.perf_counter()
-    result = model.generate(
-        args.n,
-        labels,
-        temperature=args.temperature,
-        guidance=args.guidance,
-        attn_temp=args.attn_temp,
-        annealed=args.annealed,
-        denoise=args.denoise,
-        jacobi=jacobi,
-    )
+    with autocast(precision, args.device):
+        result = model.generate(
+            args.n,
+            labels,
+            temperature=args.temperature,
+            guidance=args.guidance,
+            attn_temp=args.attn_temp,
+            annealed=args.annealed,
+            denoise=args.denoise,
+            jacobi=jacobi,
+        )
     elapsed = time.perf_counter() - start
     grid = save_grid(result.images, out)
     print(f"{grid}: {args.n} samples in {elapsed:.2f} s")
@@ -438,6 +452,15 @@ def _parser() -> argparse.ArgumentParser:
         )
         sub.add_argument("--device", type=_device, default="cpu")
 
+    def precision_option(sub: argparse.ArgumentParser, what: str) -> None:
+        sub.add_argument(
+            "--dtype",
+            choices=["auto", *DTYPES],
+            default="auto",
+            help=f"{what}; auto (default): bf16 where it is native (a CPU with AVX512-BF16 "
+            "or AMX, CUDA 8.0+), else fp32",
+        )
+
     evaluate = command("evaluate", "held-out test LL (audio) or bits per dim (images)", _evaluate)
     checkpoint_options(evaluate)
     evaluate.add_argument("overrides", nargs="*", help="data settings, e.g. source=path/to/wavs")
@@ -461,6 +484,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--fid-samples", type=int, default=1000)
     evaluate.add_argument("--json", action="store_true")
+    precision_option(evaluate, "the resynthesis precision (the LL is always summed in fp32)")
 
     synth = command("synthesize", "wav or mel (.npy/.npz/.pt) in, 16-bit wav out", _synthesize)
     checkpoint_options(synth)
@@ -486,13 +510,7 @@ def _parser() -> argparse.ArgumentParser:
         default=True,
         help="fold weight norm and flow embeddings first (default on)",
     )
-    synth.add_argument(
-        "--dtype",
-        choices=["auto", *sorted(DTYPES)],
-        default="auto",
-        help="the flow's precision; auto (default): bf16 where it is native (a CPU with "
-        "AVX512-BF16 or AMX, CUDA 8.0+), else fp32",
-    )
+    precision_option(synth, "the flow's precision")
     synth.add_argument(
         "--noise",
         metavar="FILE.npy",
@@ -509,7 +527,7 @@ def _parser() -> argparse.ArgumentParser:
     checkpoint_options(exp)
     exp.add_argument("--format", choices=["onnx", "exported-program"], default="onnx")
     exp.add_argument("--out", required=True, help="the file to write, e.g. vocoder.onnx")
-    exp.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
+    exp.add_argument("--dtype", choices=DTYPES, default="fp32")
     exp.add_argument(
         "--graph",
         choices=["synthesize", "sample", "bpd"],
@@ -526,6 +544,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     checkpoint_options(sample)
     sample.add_argument("--n", type=_positive_int, default=16)
+    precision_option(sample, "the sampling precision (autocast)")
     sample.add_argument("--out", required=True, help="the grid, e.g. grid.png")
     sample.add_argument("--individual", metavar="DIR", help="also write each image here")
     sample.add_argument("--label", type=int, nargs="*", help="classes, cycled over the samples")

@@ -7,14 +7,23 @@ function of the reported ``Capabilities``, so every branch can be tested on any 
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-__all__ = ["NATIVE_BF16_FLAGS", "PRECISIONS", "Capabilities", "choose"]
+__all__ = [
+    "NATIVE_BF16_FLAGS",
+    "PRECISIONS",
+    "TORCH_DTYPES",
+    "Capabilities",
+    "autocast",
+    "choose",
+]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 
 
@@ -81,3 +90,10 @@ def choose(requested: str, capabilities: Capabilities) -> tuple[str, str | None]
     if requested == "fp16" and not on_cuda:
         return "fp16", "fp16 is emulated on the CPU and slower than fp32"
     return requested, None
+
+
+def autocast(precision: str, device: torch.device | str) -> contextlib.AbstractContextManager:
+    """Matrix products and convolutions in ``precision`` on ``device``; fp32 changes nothing."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=TORCH_DTYPES[precision])

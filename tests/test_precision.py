@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
-from sharedflow.precision import Capabilities, choose
+from sharedflow.precision import Capabilities, autocast, choose
 
 AVX2 = Capabilities("AVX2", frozenset({"avx2", "fma"}))
 AVX512 = Capabilities("AVX512", frozenset({"avx2", "avx512f", "avx512bw"}))
@@ -41,3 +42,20 @@ def test_this_machine_is_described() -> None:
     detected = Capabilities.detect("cpu")
     assert detected.cpu_capability in detected.describe()
     assert choose("auto", detected)[0] == ("bf16" if detected.native_bf16() else "fp32")
+
+
+def test_autocast_runs_products_in_the_chosen_precision_and_fp32_changes_nothing() -> None:
+    a, b = torch.randn(4, 4), torch.randn(4, 4)
+    with autocast("fp32", "cpu"):
+        assert (a @ b).dtype == torch.float32
+    with autocast("bf16", "cpu"):
+        assert (a @ b).dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("command", ["sample", "evaluate", "synthesize"])
+def test_auto_is_the_default_precision_of_every_inference_command(command: str) -> None:
+    from sharedflow.cli import _parser
+
+    extra = {"sample": ["--out", "x.png"], "evaluate": [], "synthesize": ["in.wav", "--out", "o"]}
+    args = _parser().parse_args([command, "run", *extra[command]])
+    assert args.dtype == "auto"
