@@ -9,7 +9,12 @@ rate of a fixed GEMM of WaveFlow's row-conv shape in the same dtype, measured ar
 shared VMs drift by up to ~2x, and figures compare only at similar probe rates.
 
     python bench/audio.py                       # all models, CPU, 2 threads
-    python bench/audio.py --device cuda --dtype bf16
+    python bench/audio.py --device cuda --dtype bf16 --what synth --graph   # CUDA graph replay
+    python bench/audio.py --device cuda --what train --precision bf16 --batch 8  # autocast
+
+``--graph`` replays synthesis from a CUDA graph (``sharedflow.audio.graphed``; on a CPU it is
+plain ``decode``). ``--precision`` trains under autocast in that precision; ``--batch`` sets the
+training batch (kHz then counts every sample of the batch).
 """
 
 from __future__ import annotations
@@ -61,9 +66,30 @@ def probe(device: torch.device, dtype: torch.dtype, repeats: int = 50) -> float:
     return 2 * 1392 * 576 * 128 / statistics.median(times) / 1e9
 
 
-def run_one(name: str, what: str, device: str, dtype: str, repeats: int, threads: int) -> dict:
+def describe(device: torch.device) -> str:
+    """The hardware a figure belongs to: the GPU's name, or the CPU's capability."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    from sharedflow.precision import Capabilities
+
+    return Capabilities.detect("cpu").describe()
+
+
+def run_one(
+    name: str,
+    what: str,
+    device: str,
+    dtype: str,
+    repeats: int,
+    threads: int,
+    graph: bool = False,
+    precision: str = "fp32",
+    batch: int = 1,
+) -> dict:
     import importlib
 
+    from sharedflow.audio.graphed import GraphedDecode
+    from sharedflow.precision import autocast
     from sharedflow.sharing import count_parameters, deploy
 
     torch.set_num_threads(threads)
@@ -75,21 +101,28 @@ def run_one(name: str, what: str, device: str, dtype: str, repeats: int, threads
     rate = probe(dev, cast if what == "synth" else torch.float32)
     if what == "train":
         model.to(dev).train()
-        audio = (0.1 * torch.randn(1, TRAIN_SAMPLES)).clamp(-1, 1).to(dev)
-        mel = (torch.randn(1, 80, 63) - 5).to(dev)
+        audio = (0.1 * torch.randn(batch, TRAIN_SAMPLES)).clamp(-1, 1).to(dev)
+        mel = (torch.randn(batch, 80, 63) - 5).to(dev)
 
         def step() -> None:
             model.zero_grad(set_to_none=True)
-            loss = -model.flow.log_prob(audio, mel).sum() / TRAIN_SAMPLES
+            with autocast(precision, dev):
+                log_p = model.flow.log_prob(audio, mel)
+            loss = -log_p.float().sum() / (batch * TRAIN_SAMPLES)
             loss.backward()
 
         times = _time(step, repeats, dev)
-        n_samples = TRAIN_SAMPLES
+        n_samples = batch * TRAIN_SAMPLES
     else:
         model = deploy(model).to(dev).to(cast)
         mel = (torch.randn(1, 80, SYNTH_FRAMES) - 5).to(dev, cast)
         temperature = 0.6 if name == "waveglow" else 1.0
-        times = _time(lambda: model.synthesize(mel, temperature), repeats, dev)
+        if graph:
+            decode = GraphedDecode(model, 1, SYNTH_FRAMES)
+            z = torch.randn(1, 256 * SYNTH_FRAMES, device=dev, dtype=cast)
+            times = _time(lambda: decode(mel, temperature * z), repeats, dev)
+        else:
+            times = _time(lambda: model.synthesize(mel, temperature), repeats, dev)
         n_samples = 256 * SYNTH_FRAMES
     peak = (
         torch.cuda.max_memory_allocated() / 2**20
@@ -100,7 +133,7 @@ def run_one(name: str, what: str, device: str, dtype: str, repeats: int, threads
     return {
         "model": name,
         "what": what,
-        "device": device,
+        "device": describe(dev),
         "dtype": dtype,
         "params": count_parameters(model).total,
         "median_s": median,
@@ -120,11 +153,22 @@ def main() -> None:
     parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--graph", action="store_true", help="synthesis from a CUDA graph")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    parser.add_argument("--batch", type=int, default=1, help="training batch")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         result = run_one(
-            args.models[0], args.what[0], args.device, args.dtype, args.repeats, args.threads
+            args.models[0],
+            args.what[0],
+            args.device,
+            args.dtype,
+            args.repeats,
+            args.threads,
+            args.graph,
+            args.precision,
+            args.batch,
         )
         print(json.dumps(result))
         return
@@ -151,10 +195,16 @@ def main() -> None:
                 str(args.repeats),
                 "--threads",
                 str(args.threads),
+                "--precision",
+                args.precision,
+                "--batch",
+                str(args.batch),
+                *(["--graph"] if args.graph else []),
             ]
             out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
             r = json.loads(out.strip().splitlines()[-1])
-            dtype = r["dtype"] if what == "synth" else "fp32"
+            dtype = r["dtype"] if what == "synth" else f"{args.precision} autocast"
+            dtype += " graph" if what == "synth" and args.graph else ""
             print(
                 f"| {name} | {what} | {r['device']} | {dtype} | {r['params']:,} | "
                 f"{r['median_s']:.2f} ({r['min_s']:.2f}) | {r['khz']:.2f} | {r['rtf']:.2f} | "

@@ -7,6 +7,11 @@ LU, learned top. Median (min) in ms over --repeats runs after two warm-ups (READ
 
     python bench/image.py
     python bench/image.py --device cuda
+    python bench/image.py --device cuda --preset imagenet64 --precision bf16 --batch 16
+
+``--preset imagenet64``: TarFlow at the ImageNet-64 recipe's width (patch 2, 768 channels,
+8 blocks x 8 layers, 460M parameters), training fwd+bwd and KV-cache sampling only, reported
+also as images per second; ``--precision`` runs both under autocast.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import torch
 
 from sharedflow.models import glow, tarflow
 from sharedflow.models.image import Jacobi
+from sharedflow.precision import autocast
 
 
 def _time(
@@ -99,25 +105,64 @@ def glow_cases(device: torch.device, hidden: int, n_steps: int) -> dict[str, Cal
     return {f"{name} train fwd+bwd": fwd_bwd, f"{name} sample": lambda: model.sample(8)}
 
 
+def imagenet64_cases(device: torch.device, batch: int) -> dict[str, Callable[[], object]]:
+    torch.manual_seed(0)
+    model = tarflow(64, 3, 2, 768, 8, 8).to(device)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    x = (torch.rand(batch, 3, 64, 64, device=device) * 2 - 1).clamp(-1, 1)
+
+    def fwd_bwd() -> None:
+        model.zero_grad(set_to_none=True)
+        (-model.log_prob(x).float().mean() / model.n_dims).backward()
+
+    return {
+        "tarflow-imagenet64 train fwd+bwd": fwd_bwd,
+        "tarflow-imagenet64 sample, uncond, KV cache": lambda: model.sample(batch),
+    }
+
+
+def describe(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    from sharedflow.precision import Capabilities
+
+    return Capabilities.detect("cpu").describe()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--preset", choices=["small", "imagenet64"], default="small")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    parser.add_argument("--batch", type=int, default=8, help="imagenet64 preset: the batch")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    print(f"| case ({args.device}, batch 8) | median ms (min) |")
-    print("|---|---|")
-    groups = [
-        (tarflow_cases(device), args.repeats, 2),
-        (glow_cases(device, 128, 8), args.repeats, 2),
-        (glow_cases(device, 256, 32), 3, 1),
-    ]
+    batch = args.batch if args.preset == "imagenet64" else 8
+    print(f"{describe(device)}; torch {torch.__version__}; {args.precision}")
+    print(f"| case ({args.device}, batch {batch}) | median ms (min) | images/s |")
+    print("|---|---|---|")
+    if args.preset == "imagenet64":
+        groups = [(imagenet64_cases(device, batch), args.repeats, 1)]
+    else:
+        groups = [
+            (tarflow_cases(device), args.repeats, 2),
+            (glow_cases(device, 128, 8), args.repeats, 2),
+            (glow_cases(device, 256, 32), 3, 1),
+        ]
     for cases, repeats, warmup in groups:
         for name, fn in cases.items():
-            times = _time(fn, repeats, warmup, device)
-            print(f"| {name} | {statistics.median(times):.1f} ({min(times):.1f}) |", flush=True)
+            with autocast(args.precision, device):
+                times = _time(fn, repeats, warmup, device)
+            median = statistics.median(times)
+            print(
+                f"| {name} | {median:.1f} ({min(times):.1f}) | {1000 * batch / median:.1f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

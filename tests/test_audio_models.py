@@ -187,3 +187,24 @@ def test_synthesis_from_given_noise_equals_a_seeded_draw() -> None:
     assert torch.allclose(model.synthesize(mel, 0.7, noise=noise), drawn)
     with pytest.raises(ValueError, match=r"need \(2, 1280\)"):
         model.synthesize(mel, 0.7, noise=noise[:, :1000])
+
+
+@pytest.mark.parametrize(
+    "device",
+    ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
+                                                          reason="needs CUDA"))],
+)  # fmt: skip
+def test_graphed_decode_equals_decode_and_checks_its_shapes(device: str) -> None:
+    from sharedflow.audio.graphed import GraphedDecode
+
+    torch.manual_seed(0)
+    model = deploy(waveflow(4, 8, 2, 2)).to(device)
+    mel, z = torch.randn(2, 80, 3, device=device) - 5, torch.randn(2, 768, device=device)
+    graphed = GraphedDecode(model, 2, 3)
+    assert (graphed.graph is not None) == (device == "cuda")
+    with torch.inference_mode():
+        expected = model.decode(mel, z)
+    torch.testing.assert_close(graphed(mel, z), expected)
+    torch.testing.assert_close(graphed(mel, 0.5 * z), model.decode(mel, 0.5 * z))  # replayed
+    with pytest.raises(ValueError, match="captured for mel"):
+        graphed(mel[:1], z[:1])
