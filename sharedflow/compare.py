@@ -33,7 +33,7 @@ from sharedflow.api import resynthesis_quality as _resynthesis_quality
 from sharedflow.audio.quality import METRICS, resynthesis_scores
 from sharedflow.errors import first_line
 from sharedflow.recipes import RecipeError, list_recipes
-from sharedflow.sharing import deploy
+from sharedflow.sharing import as_sharing, deploy
 from sharedflow.train.checkpoint import resolve_checkpoint
 from sharedflow.train.evaluate import evaluate
 from sharedflow.train.run import train
@@ -87,7 +87,8 @@ class Entry:
 
 def _describe(config: dict[str, Any]) -> tuple[str, str]:
     model = config["model"]
-    return model["_target_"].rsplit(".", 1)[-1], model.get("sharing", "independent")
+    sharing = as_sharing(model.get("sharing", "independent"), model.get("embedding_dim", 0))
+    return model["_target_"].rsplit(".", 1)[-1], sharing.name
 
 
 def _trained_runs(

@@ -157,7 +157,7 @@ class Builders:
         if self._builtin:
             return
         self._builtin = True
-        from sharedflow import data, models, train
+        from sharedflow import data, models, sharing, train
         from sharedflow.train import optim
 
         for module, names in (
@@ -166,6 +166,7 @@ class Builders:
                 ("waveglow", "waveflow", "waveflow_parakeet", "tarflow", "glow", "nanoflow_glow"),
             ),
             (data, ("speech", "images")),
+            (sharing, ("Independent", "Shared", "Decomposed", "NanoFlow")),
             (train, ("Trainer",)),
             (optim, optim.__all__),
         ):

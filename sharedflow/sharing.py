@@ -1,13 +1,19 @@
 """NanoFlow (Lee et al., NeurIPS 2020): how the K density estimators of K flow steps are built.
 
-One builder, four modes, for any model:
+Four modes, each a ``Sharing`` object whose ``build`` makes the estimators, for any model:
 
-- ``independent``: K separate networks (WaveGlow, WaveFlow, TarFlow, Glow as published);
-- ``shared``: one network, head included, reused by every step (NanoFlow-naive);
-- ``decomposed``: one shared body with a separate head (output projection) per step;
-- ``nanoflow``: decomposed, plus a learned flow-indication embedding ``e_k`` per step that the
-  shared body reads through ``step_bias(e_k)`` (WaveFlow: a per-layer 1x1 conv added to each gate
-  pre-activation; Glow: concatenated to the input), and per-step parameters such as gates.
+- ``Independent()``: K separate networks (WaveGlow, WaveFlow, TarFlow, Glow as published);
+- ``Shared()``: one network, head included, reused by every step (NanoFlow-naive);
+- ``Decomposed()``: one shared body with a separate head (output projection) per step;
+- ``NanoFlow(embedding_dim)``: decomposed, plus a learned flow-indication embedding ``e_k`` per
+  step that the shared body reads through ``step_bias(e_k)`` (WaveFlow: a per-layer 1x1 conv
+  added to each gate pre-activation; Glow: concatenated to the input), and per-step parameters
+  such as gates.
+
+Models ask a mode what they need to know (``shared_body``, ``own_heads``) instead of testing its
+name; a fifth mode is one more subclass (and, for recipes, one YAML in ``recipes/sharing/`` and
+a ``BUILDERS.register``). The names (``"nanoflow"``, ...) remain accepted wherever a mode is,
+for the configs of older checkpoints and conversions.
 
 Sharing is object sharing: the steps hold the same module, so its gradients accumulate and its
 parameters are counted once. A body that supports the ``nanoflow`` mode implements
@@ -18,9 +24,9 @@ stored, and the embedding table and the body's embedding path are dropped.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -29,13 +35,19 @@ from torch.nn.utils import parametrize
 from sharedflow.core.bijection import Context
 
 __all__ = [
+    "Decomposed",
     "HasDeployForm",
+    "Independent",
+    "NanoFlow",
     "ParameterCount",
+    "Shared",
+    "Sharing",
     "SharingMode",
     "StepConditioned",
     "StepEmbedding",
     "StepEstimator",
     "StepInput",
+    "as_sharing",
     "build_estimators",
     "count_parameters",
     "deploy",
@@ -147,58 +159,166 @@ class StepEstimator(nn.Module):
         self.table = None
 
 
-def build_estimators(
-    n_steps: int,
-    make_net: Callable[[int], nn.Module],
-    make_head: Callable[[int], nn.Module] | None = None,
-    mode: SharingMode = "independent",
-    embedding_dim: int = 0,
-    make_stem: Callable[[int], nn.Module] | None = None,
-) -> list[StepEstimator]:
-    """Build the estimators of ``n_steps`` steps in one of the four sharing modes.
+MakeNet = Callable[[int], nn.Module]
+MakePart = Callable[[int], nn.Module] | None
 
-    Args:
-        n_steps: K, the number of flow steps served.
-        make_net: ``embedding_dim -> body``; called once per step (``independent``) or once.
-        make_head: ``k -> head`` mapping the body's features to step ``k``'s parameters; ``None``
-            when the body produces them itself.
-        mode: ``independent``, ``shared``, ``decomposed`` or ``nanoflow``.
-        embedding_dim: size of the flow-indication embedding (``nanoflow`` only).
-        make_stem: ``k -> stem``, an input projection for step ``k``, for models whose steps
-            see different widths (WaveGlow after its early outputs); shared only in ``shared``.
 
-    Parameter counts (stems count with heads): independent ``K (body + head)``; shared
-    ``body + head``; decomposed ``body + K head``; nanoflow
-    ``body(emb) + K (head + step_params) + table``.
+@dataclass(frozen=True)
+class Sharing:
+    """How the density estimators of K flow steps are built; the modes are its subclasses.
+
+    ``build(n_steps, make_net, make_head, make_stem)``:
+
+    - ``make_net``: ``embedding_dim -> body``, called once per body;
+    - ``make_head``: ``k -> head`` mapping the body's features to step ``k``'s parameters, or
+      ``None`` when the body produces them itself;
+    - ``make_stem``: ``k -> stem``, an input projection for step ``k``, for models whose steps
+      see different widths (WaveGlow after its early outputs).
+
+    Capabilities that models read: ``shared_body`` (one body serves every step) and
+    ``own_heads`` (each step has a head, and stem, of its own).
     """
 
-    def head(k: int) -> nn.Module | None:
-        return None if make_head is None else make_head(k)
+    name: ClassVar[str] = "independent"
+    shared_body: ClassVar[bool] = False
+    own_heads: ClassVar[bool] = True
+    embedding_dim: ClassVar[int] = 0  # the flow-indication embedding's size (0: none)
 
-    def stem(k: int) -> nn.Module | None:
-        return None if make_stem is None else make_stem(k)
+    def build(
+        self,
+        n_steps: int,
+        make_net: MakeNet,
+        make_head: MakePart = None,
+        make_stem: MakePart = None,
+    ) -> list[StepEstimator]:
+        """Independent: ``K (body + head)`` parameters."""
+        return [
+            StepEstimator(make_net(0), _part(make_head, k), stem=_part(make_stem, k))
+            for k in range(n_steps)
+        ]
 
-    if mode == "independent":
-        return [StepEstimator(make_net(0), head(k), stem=stem(k)) for k in range(n_steps)]
-    if mode == "shared":
-        net, shared_head, shared_stem = make_net(0), head(0), stem(0)
-        return [StepEstimator(net, shared_head, stem=shared_stem) for _ in range(n_steps)]
-    if mode == "decomposed":
+    def __str__(self) -> str:
+        return self.name
+
+
+def _part(make: MakePart, k: int) -> nn.Module | None:
+    return None if make is None else make(k)
+
+
+class Independent(Sharing):
+    """K separate networks, as every published model but NanoFlow's is built."""
+
+
+@dataclass(frozen=True)
+class Shared(Sharing):
+    """One network, head and stem included, for every step (NanoFlow-naive): ``body + head``."""
+
+    name: ClassVar[str] = "shared"
+    shared_body: ClassVar[bool] = True
+    own_heads: ClassVar[bool] = False
+
+    def build(
+        self,
+        n_steps: int,
+        make_net: MakeNet,
+        make_head: MakePart = None,
+        make_stem: MakePart = None,
+    ) -> list[StepEstimator]:
+        net, head, stem = make_net(0), _part(make_head, 0), _part(make_stem, 0)
+        return [StepEstimator(net, head, stem=stem) for _ in range(n_steps)]
+
+
+@dataclass(frozen=True)
+class Decomposed(Sharing):
+    """One shared body, a head and stem per step: ``body + K head``."""
+
+    name: ClassVar[str] = "decomposed"
+    shared_body: ClassVar[bool] = True
+
+    def build(
+        self,
+        n_steps: int,
+        make_net: MakeNet,
+        make_head: MakePart = None,
+        make_stem: MakePart = None,
+    ) -> list[StepEstimator]:
         net = make_net(0)
-        return [StepEstimator(net, head(k), stem=stem(k)) for k in range(n_steps)]
-    if mode == "nanoflow":
-        if embedding_dim <= 0:
+        return [
+            StepEstimator(net, _part(make_head, k), stem=_part(make_stem, k))
+            for k in range(n_steps)
+        ]
+
+
+@dataclass(frozen=True)
+class NanoFlow(Decomposed):
+    """Decomposed, with a flow-indication embedding of ``embedding_dim`` per step that the body
+    reads (it must be ``StepConditioned``): ``body(emb) + K (head + step_params) + table``."""
+
+    name: ClassVar[str] = "nanoflow"
+    embedding_dim: int  # type: ignore[misc]
+
+    def __post_init__(self) -> None:
+        if self.embedding_dim <= 0:
             raise ValueError("the nanoflow mode needs embedding_dim > 0")
-        net = make_net(embedding_dim)
+
+    def build(
+        self,
+        n_steps: int,
+        make_net: MakeNet,
+        make_head: MakePart = None,
+        make_stem: MakePart = None,
+    ) -> list[StepEstimator]:
+        net = make_net(self.embedding_dim)
         if not isinstance(net, StepConditioned):
             raise TypeError(f"{type(net).__name__} cannot read a step embedding")
         table = StepEmbedding(n_steps, net.embedding_shape)
         net.init_embedding(table.weight.data)
         return [
-            StepEstimator(net, head(k), table, k, net.make_step_params(), stem(k))
+            StepEstimator(
+                net, _part(make_head, k), table, k, net.make_step_params(), _part(make_stem, k)
+            )
             for k in range(n_steps)
         ]
-    raise ValueError(f"unknown sharing mode {mode!r}; choose one of {', '.join(SHARING_MODES)}")
+
+
+MODES: dict[str, type[Sharing]] = {
+    mode.name: mode for mode in (Independent, Shared, Decomposed, NanoFlow)
+}
+
+
+def as_sharing(mode: Sharing | str | Mapping[str, Any], embedding_dim: int = 0) -> Sharing:
+    """A ``Sharing`` from a mode, its name (with ``embedding_dim`` for ``nanoflow``), or a
+    recipe's node (``{"_target_": "sharedflow.sharing.NanoFlow", "embedding_dim": 16}``)."""
+    if isinstance(mode, Sharing):
+        if embedding_dim and embedding_dim != mode.embedding_dim:
+            raise ValueError(
+                f"embedding_dim={embedding_dim} given beside the mode {mode!r}; set it on the mode"
+            )
+        return mode
+    if isinstance(mode, Mapping):
+        target = str(mode.get("_target_", "")).rsplit(".", 1)[-1]
+        by_class = {cls.__name__: name for name, cls in MODES.items()}
+        if target not in by_class:
+            raise ValueError(f"unknown sharing mode {mode.get('_target_')!r}")
+        return as_sharing(by_class[target], int(mode.get("embedding_dim", 0)))
+    if mode not in MODES:
+        raise ValueError(f"unknown sharing mode {mode!r}; choose one of {', '.join(MODES)}")
+    if mode == "nanoflow":
+        return NanoFlow(embedding_dim)
+    return MODES[mode]()
+
+
+def build_estimators(
+    n_steps: int,
+    make_net: MakeNet,
+    make_head: MakePart = None,
+    mode: Sharing | SharingMode = "independent",
+    embedding_dim: int = 0,
+    make_stem: MakePart = None,
+) -> list[StepEstimator]:
+    """The estimators of ``n_steps`` steps, built by the sharing ``mode`` (see ``Sharing``;
+    a name takes ``embedding_dim`` for ``nanoflow``)."""
+    return as_sharing(mode, embedding_dim).build(n_steps, make_net, make_head, make_stem)
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -151,3 +153,59 @@ def test_concatenated_embedding_folds_exactly() -> None:
     assert count.embedding == 3 * 4 and count.per_step == (2 * 8,) * 3
     assert torch.allclose(deploy(flow)(x)[1], flow(x)[1], atol=1e-12)
     assert count_parameters(deploy(flow)).per_step == (2 * 8 + 8,) * 3
+
+
+def test_modes_are_objects_and_names_and_recipe_nodes_give_the_same_ones() -> None:
+    from sharedflow.sharing import Decomposed, Independent, NanoFlow, Shared, as_sharing
+
+    assert as_sharing("nanoflow", 16) == NanoFlow(16)
+    assert as_sharing({"_target_": "sharedflow.sharing.NanoFlow", "embedding_dim": 16}) == (
+        NanoFlow(16)
+    )
+    assert [as_sharing(name) for name in ("independent", "shared", "decomposed")] == [
+        Independent(),
+        Shared(),
+        Decomposed(),
+    ]
+    capabilities = [(m.shared_body, m.own_heads) for m in (Independent(), Shared(), Decomposed())]
+    assert capabilities == [(False, True), (True, False), (True, True)]
+    with pytest.raises(ValueError, match="set it on the mode"):
+        as_sharing(NanoFlow(4), 8)
+    with pytest.raises(ValueError, match="embedding_dim > 0"):
+        NanoFlow(0)
+
+
+def test_a_fifth_mode_is_one_class_and_one_yaml_and_trains(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pairs: steps 2j and 2j+1 share one estimator. No library file changes."""
+    from dataclasses import dataclass
+    from typing import ClassVar
+
+    from sharedflow.recipes import BUILDERS
+    from sharedflow.sharing import Sharing, StepEstimator
+    from sharedflow.train.run import train
+
+    @dataclass(frozen=True)
+    class Pairs(Sharing):
+        name: ClassVar[str] = "pairs"
+        shared_body: ClassVar[bool] = True
+        own_heads: ClassVar[bool] = False
+
+        def build(self, n_steps, make_net, make_head=None, make_stem=None):  # noqa: ANN001, ANN201
+            parts = [(make_net(0), make_head and make_head(k)) for k in range(0, n_steps, 2)]
+            return [StepEstimator(*parts[k // 2]) for k in range(n_steps)]
+
+    BUILDERS.register("tests.Pairs", Pairs)
+    (tmp_path / "recipes" / "sharing").mkdir(parents=True)
+    (tmp_path / "recipes" / "sharing" / "pairs.yaml").write_text("_target_: tests.Pairs\n")
+    monkeypatch.setenv("SHAREDFLOW_RECIPES", str(tmp_path / "recipes"))
+    overrides = ["sharing@model.sharing=pairs", "trainer.max_steps=2", "trainer.val_items=1",
+                 "trainer.progress=false", f"run_dir={tmp_path / 'run'}"]  # fmt: skip
+    run = train("audio/waveflow-tiny", overrides)
+    assert (run / "ckpt-00000002" / "model.safetensors").is_file()
+    from sharedflow.api import build_model
+
+    counts = count_parameters(build_model("audio/waveflow-tiny", overrides[:1], device="meta"))
+    independent = count_parameters(build_model("audio/waveflow-tiny", device="meta"))
+    assert counts.shared > 0 and counts.total < independent.total

@@ -38,9 +38,13 @@ from sharedflow.layers.prior import LearnedPrior
 from sharedflow.models.image import ImageFlow
 from sharedflow.nets import ZeroConv
 from sharedflow.nets.glow import GlowConvNet
-from sharedflow.sharing import SharingMode, build_estimators
+from sharedflow.sharing import Independent, NanoFlow, Sharing, SharingMode, as_sharing
 
 __all__ = ["glow", "nanoflow_glow"]
+
+
+# NanoFlow's image models read a one-channel flow embedding.
+NANOFLOW_IMAGE = NanoFlow(1)
 
 
 def _multiscale(
@@ -51,18 +55,15 @@ def _multiscale(
     hidden: int,
     kernel_sizes: Sequence[int],
     head_kernel: int,
-    sharing: SharingMode,
-    embedding_dim: int,
+    sharing: Sharing,
 ) -> ImageFlow:
     def level(index: int, channels: int, size: int) -> Bijection:
         c, s = channels * 4, size // 2  # after the squeeze
         half = c // 2
-        estimators = build_estimators(
+        estimators = sharing.build(
             n_steps,
             lambda emb: GlowConvNet(half, hidden, kernel_sizes, emb * 2**index, (s, s)),
             lambda k: ZeroConv(hidden, c, head_kernel),
-            sharing,
-            embedding_dim,
         )
         layers: list[Bijection] = [Squeeze2d(2)]
         for estimator in estimators:
@@ -98,7 +99,7 @@ def glow(
 ) -> ImageFlow:
     """Glow as in Glow-PyTorch (affine, LU, learn_top); hidden 256 has 15,972,912 params."""
     return _multiscale(
-        image_size, in_channels, n_levels, n_steps, hidden, (3, 1), 3, "independent", 0
+        image_size, in_channels, n_levels, n_steps, hidden, (3, 1), 3, Independent()
     )
 
 
@@ -109,10 +110,13 @@ def nanoflow_glow(
     n_steps: int = 32,
     hidden: int = 256,
     n_estimator_layers: int = 6,
-    sharing: SharingMode = "nanoflow",
-    embedding_dim: int = 1,
+    sharing: Sharing | SharingMode = NANOFLOW_IMAGE,
+    embedding_dim: int = 0,
 ) -> ImageFlow:
-    """NanoFlow's image models; ``sharing="independent"`` is Glow-large (287,488,560)."""
+    """NanoFlow's image models; ``sharing=Independent()`` is Glow-large (287,488,560).
+
+    ``embedding_dim`` goes with a mode given by name (``"nanoflow"``); a ``NanoFlow`` object
+    carries its own."""
     return _multiscale(
         image_size,
         in_channels,
@@ -121,6 +125,5 @@ def nanoflow_glow(
         hidden,
         (3,) * n_estimator_layers,
         1,
-        sharing,
-        embedding_dim,
+        as_sharing(sharing, embedding_dim),
     )

@@ -28,7 +28,7 @@ from sharedflow.layers import AffineAutoregressive, InverseAffine, Patchify, Shi
 from sharedflow.layers.permute import reverse
 from sharedflow.models.image import ImageFlow
 from sharedflow.nets.transformer import CausalTransformer, zero_output
-from sharedflow.sharing import SharingMode, build_estimators
+from sharedflow.sharing import Sharing, SharingMode, as_sharing
 
 __all__ = ["tarflow"]
 
@@ -45,7 +45,7 @@ def tarflow(
     noise: str = "gaussian",
     noise_std: float = 0.05,
     label_drop: float = 0.1,
-    sharing: SharingMode = "independent",
+    sharing: Sharing | SharingMode = "independent",
     embedding_dim: int = 0,
 ) -> ImageFlow:
     """TarFlow; ``tarflow(64, 3, 2, 768, 8, 8)`` is the ImageNet-64 model (460,142,784).
@@ -59,8 +59,10 @@ def tarflow(
     n_tokens = (image_size // patch_size) ** 2
     n_features = in_channels * patch_size**2
     n_out = 2 * n_features if affine else n_features
-    per_block = sharing in ("decomposed", "nanoflow")
-    estimators = build_estimators(
+    mode = as_sharing(sharing, embedding_dim)
+    # A shared body with heads of each block's own: the projections in and out are per block.
+    per_block = mode.shared_body and mode.own_heads
+    estimators = mode.build(
         n_blocks,
         lambda emb: CausalTransformer(
             0 if per_block else n_features,
@@ -72,8 +74,6 @@ def tarflow(
             emb,
         ),
         (lambda k: zero_output(channels, n_out)) if per_block else None,
-        sharing,
-        embedding_dim,
         make_stem=(lambda k: nn.Linear(n_features, channels)) if per_block else None,
     )
     param = InverseAffine("scale_shift") if affine else Shift()

@@ -32,7 +32,13 @@ from sharedflow.layers import AffineAutoregressive, Fold2d, ShiftedInput, Shifte
 from sharedflow.layers.permute import Permutation, bipartize, reverse
 from sharedflow.models.vocoder import Vocoder
 from sharedflow.nets import WaveNet2D, ZeroConv, height_dilations
-from sharedflow.sharing import SharingMode, StepEstimator, build_estimators
+from sharedflow.sharing import (
+    Independent,
+    Sharing,
+    SharingMode,
+    StepEstimator,
+    as_sharing,
+)
 
 __all__ = ["waveflow", "waveflow_parakeet"]
 
@@ -77,24 +83,29 @@ def waveflow(
     n_flows: int = 8,
     dilation_cycle: int = 1,
     permutation: PermutationKind = "flip",
-    sharing: SharingMode = "independent",
+    sharing: Sharing | SharingMode = "independent",
     embedding_dim: int = 0,
     n_mels: int = 80,
     sample_rate: int = 22050,
     hop_length: int = 256,
     mel: Mapping[str, Any] | None = None,
+    residual_scale: float | None = None,
 ) -> Vocoder:
     """WaveFlow as in L0SG/NanoFlow, with any NanoFlow sharing mode.
 
     ``waveflow(16, 64)`` has 5,950,180 parameters; ``waveflow(16, 128, sharing="nanoflow",
     embedding_dim=512)`` is NanoFlow-h16-r128-emb512 (3,865,188; 2,818,530 deployed).
-    NanoFlow's shared body uses a plain residual with per-flow gates, as the reference does.
+    ``residual_scale``: ``s`` in ``r <- s (r + res)``; the recipes state it. Unset, it is the
+    reference's: 1 for a body that reads flow embeddings (NanoFlow's, which has per-flow gates
+    instead), sqrt(1/2) otherwise. ``embedding_dim`` goes with a mode given by name.
     ``mel``: the front end's other settings (``n_fft``, ``win_length``, ``f_min``, ``f_max``),
     by default the references' 22.05 kHz ones; the upsampler's strides follow ``hop_length``.
     """
-    residual_scale = 1.0 if sharing == "nanoflow" else math.sqrt(0.5)
+    mode = as_sharing(sharing, embedding_dim)
+    if residual_scale is None:
+        residual_scale = 1.0 if mode.embedding_dim else math.sqrt(0.5)
     dilations = height_dilations(n_layers, dilation_cycle)
-    estimators = build_estimators(
+    estimators = mode.build(
         n_flows,
         lambda emb: WaveNet2D(
             context_channels=n_mels,
@@ -105,8 +116,6 @@ def waveflow(
             embedding_dim=emb,
         ),
         lambda k: ZeroConv(channels, 2, init_range=1e-3),
-        sharing,
-        embedding_dim,
     )
     return _assemble(
         estimators,
@@ -139,7 +148,7 @@ def waveflow_parakeet(
 ) -> Vocoder:
     """WaveFlow as in L0SG/WaveFlow (Parakeet): ``waveflow_parakeet(16, 64)`` has 5,950,164."""
     dilations = height_dilations(n_layers, dilation_cycle)
-    estimators = build_estimators(
+    estimators = Independent().build(
         n_flows,
         lambda emb: WaveNet2D(
             context_channels=n_mels,

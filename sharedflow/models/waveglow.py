@@ -34,7 +34,7 @@ from sharedflow.layers import (
 )
 from sharedflow.models.vocoder import Vocoder
 from sharedflow.nets.wn import WN, wn_end, wn_start
-from sharedflow.sharing import SharingMode, build_estimators
+from sharedflow.sharing import Sharing, SharingMode, as_sharing
 
 __all__ = ["flow_widths", "waveglow"]
 
@@ -65,7 +65,7 @@ def waveglow(
     channels: int = 256,
     n_layers: int = 8,
     kernel_size: int = 3,
-    sharing: SharingMode = "independent",
+    sharing: Sharing | SharingMode = "independent",
     embedding_dim: int = 0,
     n_mels: int = 80,
     sample_rate: int = 22050,
@@ -81,17 +81,16 @@ def waveglow(
     by default the reference's 22.05 kHz ones.
     """
     widths = flow_widths(n_flows, n_group, n_early_every, n_early_size)
-    if sharing == "shared" and len(set(widths)) > 1:
+    mode = as_sharing(sharing, embedding_dim)
+    if mode.shared_body and not mode.own_heads and len(set(widths)) > 1:
         raise ValueError(
             "the shared mode reuses one start/end projection, so every flow needs the same "
             "width: set n_early_every=0, or use decomposed/nanoflow"
         )
-    estimators = build_estimators(
+    estimators = mode.build(
         n_flows,
         lambda emb: WN(n_mels * n_group, channels, n_layers, kernel_size, emb),
         lambda k: wn_end(channels, 2 * (widths[k] - widths[k] // 2)),
-        sharing,
-        embedding_dim,
         make_stem=lambda k: wn_start(widths[k] // 2, channels),
     )
     steps: list[list[Bijection]] = []
