@@ -21,6 +21,7 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sharedflow.layers.reshape import fold
 from sharedflow.nets.common import wn
 
 __all__ = ["WaveFlowUpsampler", "WaveGlowUpsampler", "upsample_strides"]
@@ -57,9 +58,7 @@ class WaveGlowUpsampler(nn.Module):
 
     def forward(self, mel: Tensor, shape: Sequence[int]) -> Tensor:
         up = _crop(self.upsample(mel), shape[-1])  # (B, n_mels, T)
-        b, c, t = up.shape
-        folded = up.reshape(b, c, t // self.n_group, self.n_group).transpose(2, 3)
-        return folded.reshape(b, c * self.n_group, t // self.n_group)
+        return fold(up, self.n_group).flatten(1, 2)
 
 
 class WaveFlowUpsampler(nn.Module):
@@ -77,6 +76,4 @@ class WaveFlowUpsampler(nn.Module):
         up = mel.unsqueeze(1)
         for layer in self.layers:
             up = F.leaky_relu(layer(up), 0.4)
-        up = _crop(up.squeeze(1), shape[-1])  # (B, n_mels, T)
-        b, c, t = up.shape
-        return up.reshape(b, c, t // self.height, self.height).transpose(2, 3)
+        return fold(_crop(up.squeeze(1), shape[-1]), self.height)  # (B, n_mels, h, T / h)

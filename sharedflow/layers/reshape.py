@@ -14,7 +14,21 @@ from torch import Tensor
 
 from sharedflow.core.bijection import Bijection, Context, zeros_logdet
 
-__all__ = ["Fold2d", "GroupFold", "Patchify", "Squeeze2d"]
+__all__ = ["Fold2d", "GroupFold", "Patchify", "Squeeze2d", "fold", "unfold"]
+
+
+def fold(x: Tensor, n: int) -> Tensor:
+    """``(..., T) -> (..., n, T / n)``: column ``w`` holds ``x[..., w n : w n + n]`` top to bottom.
+
+    The one fold of waveforms: ``GroupFold`` and ``Fold2d`` apply it to the audio, and the
+    vocoders' upsamplers to the upsampled mel, so audio and context line up sample for sample.
+    """
+    return x.reshape(*x.shape[:-1], -1, n).transpose(-1, -2)
+
+
+def unfold(z: Tensor) -> Tensor:
+    """The inverse of ``fold``: ``(..., n, W) -> (..., n W)``."""
+    return z.transpose(-1, -2).reshape(*z.shape[:-2], -1)
 
 
 def _check_divisible(size: int, factor: int, what: str) -> None:
@@ -31,11 +45,10 @@ class GroupFold(Bijection):
 
     def forward(self, x: Tensor, context: Context = None) -> tuple[Tensor, Tensor]:
         _check_divisible(x.shape[1], self.n_group, "length")
-        z = x.reshape(x.shape[0], -1, self.n_group).transpose(1, 2)
-        return z, zeros_logdet(x)
+        return fold(x, self.n_group), zeros_logdet(x)
 
     def inverse(self, z: Tensor, context: Context = None) -> tuple[Tensor, Tensor]:
-        return z.transpose(1, 2).reshape(z.shape[0], -1), zeros_logdet(z)
+        return unfold(z), zeros_logdet(z)
 
 
 class Fold2d(Bijection):
@@ -47,11 +60,10 @@ class Fold2d(Bijection):
 
     def forward(self, x: Tensor, context: Context = None) -> tuple[Tensor, Tensor]:
         _check_divisible(x.shape[1], self.height, "length")
-        z = x.reshape(x.shape[0], -1, self.height).transpose(1, 2).unsqueeze(1)
-        return z, zeros_logdet(x)
+        return fold(x, self.height).unsqueeze(1), zeros_logdet(x)
 
     def inverse(self, z: Tensor, context: Context = None) -> tuple[Tensor, Tensor]:
-        return z.squeeze(1).transpose(1, 2).reshape(z.shape[0], -1), zeros_logdet(z)
+        return unfold(z.squeeze(1)), zeros_logdet(z)
 
 
 class Squeeze2d(Bijection):

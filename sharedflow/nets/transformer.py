@@ -55,6 +55,17 @@ class Guidance:
     attn_temp: float = 1.0
     annealed: bool = False
 
+    def mix(self, conditional: Tensor, unconditional: Tensor, index: Tensor | int, n_tokens: int
+            ) -> Tensor:  # fmt: skip
+        """``h_c + w_i (h_c - h_u)`` at output ``index`` (an int, or a ``(T, 1)`` column of
+        positions) of ``n_tokens``; annealed, ``w_i = w (i + 1) / (T - 1)``."""
+        weight: Tensor | float = self.weight
+        if self.annealed:  # TarFlow: the output for token i + 1 gets (i + 1) / (T - 1)
+            weight = weight * (index + 1) / max(1, n_tokens - 1)
+            if isinstance(weight, Tensor):
+                weight = weight.to(conditional.dtype)
+        return conditional + weight * (conditional - unconditional)
+
 
 class LayerNorm32(nn.LayerNorm):
     """LayerNorm of half-precision inputs computed in float32 and cast back (as TarFlow)."""
@@ -240,11 +251,8 @@ class CausalTransformer(CausalNet):
         if context.weight == 0:
             return conditional
         unconditional = self._run(x, None, step, context.attn_temp)
-        weight = torch.full((x.shape[1], 1), context.weight, device=x.device, dtype=x.dtype)
-        if context.annealed:
-            ramp = torch.arange(1, x.shape[1] + 1, device=x.device).view(-1, 1)
-            weight = weight * ramp / max(1, x.shape[1] - 1)
-        return conditional + weight * (conditional - unconditional)
+        tokens = torch.arange(x.shape[1], device=x.device).view(-1, 1)
+        return context.mix(conditional, unconditional, tokens, x.shape[1])
 
     def _run(
         self, x: Tensor, labels: Tensor | None, step: StepInput | None, attn_temp: float
@@ -284,7 +292,4 @@ class CausalTransformer(CausalNet):
             outputs.append(h if self.proj_out is None else self.proj_out(h))
         if len(outputs) == 1:
             return outputs[0]
-        weight = cache.guidance.weight
-        if cache.guidance.annealed:  # TarFlow: (i + 1) / (T - 1) at the output for token i + 1
-            weight = weight * (i + 1) / max(1, cache.n_tokens - 1)
-        return outputs[0] + weight * (outputs[0] - outputs[1])
+        return cache.guidance.mix(outputs[0], outputs[1], i, cache.n_tokens)
