@@ -298,7 +298,15 @@ def _compare(args: argparse.Namespace) -> int:
     names = [n for name in args.entries for n in PRESETS.get(name, [name])]
     start = time.perf_counter()
     entries = compare(
-        names, args.out, args.steps, args.minutes, args.seeds, args.max_items, args.data, True
+        names,
+        args.out,
+        args.steps,
+        args.minutes,
+        args.seeds,
+        args.max_items,
+        args.data,
+        True,
+        args.temperature,
     )
     out = Path(args.out)
     print((out / "results.md").read_text())
@@ -578,6 +586,12 @@ def _parser() -> argparse.ArgumentParser:
     comp.add_argument("--seeds", type=_positive_int, default=1)
     comp.add_argument(
         "--max-items", type=_positive_int, default=None, help="held-out items to evaluate"
+    )
+    comp.add_argument(
+        "--temperature",
+        type=_finite_non_negative,
+        default=None,
+        help="vocoders' resynthesis temperature (default: each model's own)",
     )
     comp.add_argument(
         "--data",

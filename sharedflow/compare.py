@@ -141,12 +141,16 @@ def _run_dir(path: Path) -> Path:
 
 
 def _score(
-    model: torch.nn.Module, deployed: torch.nn.Module, held_out: HeldOut, max_items: int | None
+    model: torch.nn.Module,
+    deployed: torch.nn.Module,
+    held_out: HeldOut,
+    max_items: int | None,
+    temperature: float | None,
 ) -> dict[str, float]:
     """Likelihood of the training form; resynthesis by the deploy form, as a user runs it."""
     result = evaluate(model, held_out.items, "cpu", max_items)
     if model.modality == "audio":
-        result.update(_resynthesis_quality(deployed, held_out.items, max_items=max_items))
+        result.update(_resynthesis_quality(deployed, held_out.items, temperature, max_items))
     return result
 
 
@@ -164,7 +168,9 @@ def _noise_floor(held_out: HeldOut, sample_rate: int, max_items: int | None) -> 
     return {k: statistics.fmean(v) for k, v in scores.items()}
 
 
-def _write_samples(entry: Entry, model: torch.nn.Module, held_out: HeldOut, out: Path) -> None:
+def _write_samples(
+    entry: Entry, model: torch.nn.Module, held_out: HeldOut, out: Path, temperature: float | None
+) -> None:
     """The first held-out clip resynthesised (wav + spectrogram), or a grid of samples."""
     from sharedflow.train.samples import write_wav
 
@@ -172,7 +178,7 @@ def _write_samples(entry: Entry, model: torch.nn.Module, held_out: HeldOut, out:
     stem = entry.name.replace("/", "_")
     if entry.modality == "audio":
         clip = held_out.items[0][: 4 * model.sample_rate].float()
-        audio = model.resynthesize(clip[None])[0].float()
+        audio = model.resynthesize(clip[None], temperature)[0].float()
         write_wav(out / "original.wav", clip, model.sample_rate)
         write_wav(out / f"{stem}.wav", audio, model.sample_rate)  # reports any clipping
         _spectrograms(clip, audio, model.sample_rate, entry.name, out / f"{stem}.png")
@@ -220,6 +226,7 @@ def _evaluate_entry(
     data_sources: list[str] | None,
     max_items: int | None,
     out: Path,
+    temperature: float | None = None,
 ) -> None:
     """Scores of each run on every held-out set (the first entry's, or ``data_sources``)."""
     for i, run in enumerate(entry.runs):
@@ -238,12 +245,12 @@ def _evaluate_entry(
                     f"{entry.name}: an {entry.modality} model in a comparison of {kind} models "
                     f"(held out: {label})"
                 )
-            entry.add(label, _score(model, deployed, held_out, max_items))
+            entry.add(label, _score(model, deployed, held_out, max_items, temperature))
         if i == 0:
             first = next(iter(sets.values()))
             entry.params = parameter_report(model)
             entry.speed, entry.speed_unit = _speed(deployed, first.items)
-            _write_samples(entry, deployed, first, out / "samples")
+            _write_samples(entry, deployed, first, out / "samples", temperature)
         finished = _run_dir(Path(run)) / "finished.json"
         record = json.loads(finished.read_text()) if finished.is_file() else {}
         entry.train_seconds.append(float(record.get("train_seconds", float("nan"))))
@@ -258,8 +265,11 @@ def compare(
     max_items: int | None = None,
     data: list[str] | None = None,
     progress: bool = False,
+    temperature: float | None = None,
 ) -> list[Entry]:
-    """Train (or reuse) and evaluate every entry; write the tables, plots and samples."""
+    """Train (or reuse) and evaluate every entry; write the tables, plots and samples.
+
+    ``temperature``: the vocoders' resynthesis temperature (default: each model's own)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     entries: list[Entry] = []
@@ -275,7 +285,7 @@ def compare(
             entry.runs = _trained_runs(name, out, seeds, steps, minutes)
             if progress:
                 print(f"[{time.strftime('%H:%M:%S')}] {name}: scoring", flush=True)
-            _evaluate_entry(entry, sets, data, max_items, out)
+            _evaluate_entry(entry, sets, data, max_items, out, temperature)
         except Exception as error:  # one failed entry must not stop the comparison
             entry.error = f"{type(error).__name__}: {first_line(error)}"
             with (out / "errors.log").open("a") as log:
@@ -286,7 +296,7 @@ def compare(
         for label, held_out in sets.items():
             noise.add(label, _noise_floor(held_out, held_out.items.sample_rate, max_items))
         entries.append(noise)
-    _write_tables(entries, sets, out)
+    _write_tables(entries, sets, out, temperature)
     _plot([e for e in entries if e.runs], out, next((e for e in entries if e.name == NOISE), None))
     return entries
 
@@ -366,7 +376,9 @@ def _markdown_row(e: Entry, label: str, columns: list[str], marks: dict) -> str:
     return f"| {e.name} | {params} | " + " | ".join(cells) + f" | {timing} |"
 
 
-def _write_tables(entries: list[Entry], sets: dict[str, HeldOut], out: Path) -> None:
+def _write_tables(
+    entries: list[Entry], sets: dict[str, HeldOut], out: Path, temperature: float | None = None
+) -> None:
     modality = next((e.modality for e in entries if e.modality and not e.error), "audio")
     columns = COLUMNS[modality]
     rows, lines = [], []
@@ -392,6 +404,11 @@ def _write_tables(entries: list[Entry], sets: dict[str, HeldOut], out: Path) -> 
         "- Params: training form (with weight norm, embeddings); deploy: weight norm removed, "
         "flow embeddings folded. Speed: synthesis of 1 s of held-out audio, or sampling.",
     ]
+    if modality == "audio":
+        lines.append(
+            "- Resynthesis temperature: "
+            + ("each model's own." if temperature is None else f"{temperature:g}.")
+        )
     with (out / "results.csv").open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(CSV_HEADER)
