@@ -167,12 +167,3 @@ def test_a_full_disk_at_a_checkpoint_is_one_line_and_keeps_the_last_checkpoint(
     assert len(err.splitlines()) == 1 and "No space left on device" in err
     assert _digest(run / "ckpt-00000001") == kept
     assert not (run / "ckpt-00000002.tmp").exists() and not (run / "ckpt-00000002").exists()
-
-
-def test_a_sweep_keeps_the_run_dir_it_was_given(
-    files: dict[str, Path], capsys: pytest.CaptureFixture[str]
-) -> None:
-    base = files["root"] / "sweep"
-    args = ["train", "-m", "audio/waveflow-tiny", *FAST, f"run_dir={base}", "model.channels=8,16"]
-    assert main(args) == 0
-    assert (base / "0" / "ckpt-00000001").is_dir() and (base / "1" / "ckpt-00000001").is_dir()

@@ -41,7 +41,7 @@ def user_recipes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         "name: mine\nmodel:\n  channels: 8\n  n_layers: 2\n  n_flows: 2\n"
         "data:\n  segment_length: 2048\n"
     )
-    monkeypatch.delenv("SHAREDFLOW_RECIPES", raising=False)
+    monkeypatch.setenv("SHAREDFLOW_RECIPES", "")  # restored after the test, whoever sets it
     return tmp_path
 
 
@@ -79,15 +79,18 @@ def test_a_users_config_that_would_be_shadowed_is_refused(
         list_recipes()
 
 
-def test_a_sweep_runs_through_hydras_launcher_into_multirun(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("given", [False, True], ids=["default-dir", "run-dir-given"])
+def test_a_sweep_runs_through_hydras_launcher(
+    given: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    args = ["train", "-m", "audio/waveflow-tiny", *FAST, "model.channels=4,8"]
+    base = tmp_path / ("sweep" if given else "multirun/waveflow-tiny")
+    extra = [f"run_dir={base}"] if given else []
+    args = ["train", "-m", "audio/waveflow-tiny", *FAST, "model.channels=4,8", *extra]
     assert main(args) == 0
     for job, channels in enumerate((4, 8)):
-        run = tmp_path / "multirun" / "waveflow-tiny" / str(job)
+        run = base / str(job)
         assert (run / "ckpt-00000001").is_dir()
         config = (run / "config.yaml").read_text()
         assert f"channels: {channels}\n" in config and f"run_dir: {run}" in config
-    assert (tmp_path / "multirun" / "waveflow-tiny" / "multirun.yaml").is_file()  # hydra's record
+    assert (base / "multirun.yaml").is_file()  # hydra's record of the sweep

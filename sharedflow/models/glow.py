@@ -38,13 +38,9 @@ from sharedflow.layers.prior import LearnedPrior
 from sharedflow.models.image import ImageFlow
 from sharedflow.nets import ZeroConv
 from sharedflow.nets.glow import GlowConvNet
-from sharedflow.sharing import Independent, NanoFlow, Sharing, SharingMode, as_sharing
+from sharedflow.sharing import Independent, Sharing, SharingMode, as_sharing
 
 __all__ = ["glow", "nanoflow_glow"]
-
-
-# NanoFlow's image models read a one-channel flow embedding.
-NANOFLOW_IMAGE = NanoFlow(1)
 
 
 def _multiscale(
@@ -110,8 +106,8 @@ def nanoflow_glow(
     n_steps: int = 32,
     hidden: int = 256,
     n_estimator_layers: int = 6,
-    sharing: Sharing | SharingMode = NANOFLOW_IMAGE,
-    embedding_dim: int = 0,
+    sharing: Sharing | SharingMode = "nanoflow",
+    embedding_dim: int = 1,
 ) -> ImageFlow:
     """NanoFlow's image models; ``sharing=Independent()`` is Glow-large (287,488,560).
 
@@ -125,5 +121,5 @@ def nanoflow_glow(
         hidden,
         (3,) * n_estimator_layers,
         1,
-        as_sharing(sharing, embedding_dim),
+        sharing if isinstance(sharing, Sharing) else as_sharing(sharing, embedding_dim),
     )
