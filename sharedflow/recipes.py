@@ -3,8 +3,8 @@
 The shipped recipes live in the repository's ``recipes/`` folder (in a wheel, the data-only
 package ``sharedflow.configs``). A user's own folders of recipes, in the same layout, are added
 after them with ``--recipes DIR`` or ``$SHAREDFLOW_RECIPES`` (``os.pathsep``-separated): a
-user's experiment can override any shipped model, data or trainer config by name, and add
-configs of its own.
+user's experiment can override every value of a shipped config, or pick configs of its own. A
+user file at the same path as a shipped one is refused, since hydra would silently ignore it.
 
 A recipe is ``train.yaml``'s defaults (groups ``model/``, ``data/``, ``optim/``, ``schedule/``,
 ``trainer/``) plus what an experiment changes; each node is a ``_target_`` whose keys are the
