@@ -15,19 +15,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from sharedflow.data.held_out import HeldOut, held_out
-from sharedflow.precision import TORCH_DTYPES
-from sharedflow.recipes import build, compose
-from sharedflow.sharing import ParameterCount, count_parameters, deploy
-from sharedflow.train.checkpoint import (
+from sharedflow.checkpoint import (
     CheckpointError,
     average_weights,
     checkpoints,
     load_weights,
     read_config,
     resolve_checkpoint,
+    run_directory,
 )
-from sharedflow.train.evaluate import evaluate
+from sharedflow.data.held_out import HeldOut, held_out
+from sharedflow.evaluate import evaluate
+from sharedflow.precision import TORCH_DTYPES
+from sharedflow.recipes import build, compose
+from sharedflow.sharing import ParameterCount, count_parameters, deploy
 
 __all__ = [
     "build_model",
@@ -35,7 +36,6 @@ __all__ = [
     "held_out_set",
     "load_model",
     "parameter_report",
-    "resynthesis_quality",
     "synthesize",
 ]
 
@@ -76,7 +76,7 @@ def load_model(
     config = read_config(path)  # checked: allowlisted builders only, no interpolation
     model = build(config["model"], where=f"{path}: model")
     if average > 1:
-        run = path.parent if path.is_dir() else path.parent.parent
+        run = run_directory(path)
         found = checkpoints(run)
         if average > len(found):
             raise ValueError(
@@ -120,8 +120,9 @@ def evaluate_checkpoint(
     precision: str = "fp32",
 ) -> tuple[dict[str, float], str]:
     """Held-out metrics of a checkpoint and a description of what was scored (see
-    ``held_out_set``); for vocoders with ``resynthesis``, also the resynthesis scores
-    (``resynthesis_quality``). A non-finite metric is an error.
+    ``held_out_set``); with ``resynthesis``, also the model's sample-quality figures
+    (``core.task.Task.quality``: a vocoder's resynthesis scores). A non-finite metric is an
+    error.
 
     ``precision`` (``fp32``, ``bf16``, ``fp16``) is the synthesis precision: the flow runs in it,
     the mel front end in float32. The likelihood is always summed in float32: a bf16 sum of
@@ -130,51 +131,14 @@ def evaluate_checkpoint(
     data = held_out_set(config, data_overrides)
     n_items = len(data.items) if max_items is None else min(max_items, len(data.items))
     result = evaluate(model, data.items, device, max_items)
-    if resynthesis and model.modality == "audio":
+    if resynthesis:
         synthesis = deploy(model)
         synthesis.flow.to(TORCH_DTYPES[precision])
-        result.update(resynthesis_quality(synthesis, data.items, temperature, max_items))
+        result.update(synthesis.quality(data.items, temperature, max_items))
     bad = [name for name, value in result.items() if not np.isfinite(value) and name != "f0_cents"]
     if bad:
         raise ValueError(f"{checkpoint}: non-finite {', '.join(bad)} on {data.description}")
     return result, f"scored {n_items} of {data.description}"
-
-
-@torch.no_grad()
-def resynthesis_quality(
-    model: nn.Module,
-    clips: Any,
-    temperature: float | None = None,
-    max_items: int | None = None,
-    seed: int = 0,
-) -> dict[str, float]:
-    """Mean resynthesis scores over clips (``sharedflow.audio.quality``: PESQ, STOI, MCD,
-    MR-STFT, log-mel L1, periodicity and pitch error); clip ``i`` uses noise seed ``seed + i``,
-    so two runs print the same figures. A clip that cannot be scored is an error naming it."""
-    from sharedflow.audio.quality import QualityError, resynthesis_scores
-
-    scores: dict[str, list[float]] = {}
-    for i in range(len(clips) if max_items is None else min(max_items, len(clips))):
-        clip = clips[i].float()
-        audio = model.resynthesize(clip[None], temperature, seed + i)[0].float().cpu()
-        try:
-            result = resynthesis_scores(clip, audio, model.sample_rate)
-        except QualityError as error:
-            raise QualityError(f"{_item_name(clips, i)}: {error}") from error
-        for name, value in result.items():
-            scores.setdefault(name, []).append(value)
-    # f0_cents is nan for a clip with no frame voiced in both: averaged over the clips that have
-    return {name: _finite_mean(values) for name, values in scores.items()}
-
-
-def _finite_mean(values: list[float]) -> float:
-    finite = [v for v in values if np.isfinite(v)]
-    return float(np.mean(finite)) if finite else float("nan")
-
-
-def _item_name(items: Any, index: int) -> str:
-    files = getattr(items, "files", None)
-    return str(files[index]) if files is not None else f"held-out item {index}"
 
 
 @torch.no_grad()

@@ -16,8 +16,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from sharedflow.checkpoint import latest_checkpoint
 from sharedflow.errors import first_line
-from sharedflow.train.checkpoint import latest_checkpoint
 
 DTYPES = ("fp32", "bf16", "fp16")
 
@@ -166,10 +166,11 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _fid(args: argparse.Namespace) -> float:
     from sharedflow.api import held_out_set, load_model
     from sharedflow.fid import load_extractor, sample_fid
+    from sharedflow.models.image import ImageFlow
 
     extractor = load_extractor(args.fid)
     model, config = load_model(args.checkpoint, args.ema, args.average, args.device)
-    if getattr(model, "modality", None) != "image":
+    if not isinstance(model, ImageFlow):
         raise CommandError("FID is for image models")
     images = held_out_set(config, _data_overrides(args.overrides)).items
     return sample_fid(model, images, extractor, args.fid_samples)
@@ -198,12 +199,12 @@ def _synthesize(args: argparse.Namespace) -> int:
 
     from sharedflow.api import load_model, synthesize
     from sharedflow.audio.denoise import Denoiser
-    from sharedflow.audio.io import read_mel_input
+    from sharedflow.audio.io import read_mel_input, write_wav
+    from sharedflow.models.vocoder import Vocoder
     from sharedflow.sharing import deploy
-    from sharedflow.train.samples import write_wav
 
     model, _ = load_model(args.checkpoint, args.ema, args.average, args.device)
-    if getattr(model, "modality", None) != "audio":
+    if not isinstance(model, Vocoder):
         raise CommandError(f"{args.checkpoint}: not a vocoder checkpoint ('sharedflow sample')")
     model = deploy(model) if args.deploy else model
     out = _output_dir(args.out)
@@ -253,12 +254,12 @@ def _sample(args: argparse.Namespace) -> int:
 
     from sharedflow.api import load_model
     from sharedflow.data.images import save_grid
-    from sharedflow.models.image import Jacobi
+    from sharedflow.models.image import ImageFlow, Jacobi
 
     out = _image_path(args.out)
     individual = _output_dir(args.individual) if args.individual else None
     model, _ = load_model(args.checkpoint, args.ema, args.average, args.device)
-    if getattr(model, "modality", None) != "image":
+    if not isinstance(model, ImageFlow):
         raise CommandError(f"{args.checkpoint}: not an image model ('sharedflow synthesize')")
     labels = None
     if args.label:

@@ -29,13 +29,12 @@ from typing import Any
 import torch
 
 from sharedflow.api import HeldOut, held_out_set, load_model, parameter_report
-from sharedflow.api import resynthesis_quality as _resynthesis_quality
-from sharedflow.audio.quality import METRICS, resynthesis_scores
+from sharedflow.checkpoint import resolve_checkpoint, run_directory
+from sharedflow.core.metrics import Metric
 from sharedflow.errors import first_line
+from sharedflow.evaluate import evaluate
 from sharedflow.recipes import RecipeError, list_recipes
 from sharedflow.sharing import as_sharing, deploy
-from sharedflow.train.checkpoint import resolve_checkpoint
-from sharedflow.train.evaluate import evaluate
 from sharedflow.train.run import train
 
 __all__ = ["NOISE", "PRESETS", "Entry", "compare"]
@@ -55,12 +54,6 @@ PRESETS: dict[str, list[str]] = {
         "image/nanoflow-glow-tiny",
     ],
 }
-# The table's columns; results.csv also has the pitch error (f0_cents), which is undefined for
-# resynthesis with no frame voiced in both signals.
-COLUMNS = {
-    "audio": ["ll", "pesq", "stoi", "mcd_db", "mrstft", "log_mel_l1", "periodicity"],
-    "image": ["bpd"],
-}
 NOISE = "white noise (same loudness)"
 
 
@@ -72,6 +65,7 @@ class Entry:
     family: str = ""
     sharing: str = ""
     modality: str = ""
+    task: Any = field(default=None, repr=False)  # the first run's deploy form (a core.task.Task)
     params: dict[str, Any] = field(default_factory=dict)
     scores: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     train_seconds: list[float] = field(default_factory=list)
@@ -79,6 +73,12 @@ class Entry:
     speed_unit: str = ""
     runs: list[Path] = field(default_factory=list)
     error: str = ""
+
+    @property
+    def columns(self) -> list[Metric]:
+        """The table's figures: the held-out metric, then the sample-quality ones (results.csv
+        also has the rest, such as the pitch error, undefined with no frame voiced in both)."""
+        return [self.task.metric, *self.task.quality_metrics] if self.task else []
 
     def add(self, held_out: str, result: dict[str, float]) -> None:
         for metric, value in result.items():
@@ -114,32 +114,6 @@ def _trained_runs(
     return runs
 
 
-@torch.no_grad()
-def _speed(model: torch.nn.Module, items: Any) -> tuple[float, str]:
-    """Synthesis (kHz of 1 s of held-out audio) or sampling (images/s) speed of the deploy
-    form ``model``."""
-    if model.modality == "audio":
-        mel = model.mel(items[0][: model.sample_rate][None])
-        run = lambda: model.synthesize(mel).shape[-1] / 1000  # noqa: E731
-        unit = "kHz"
-    else:
-        labels = torch.arange(8) % model.num_classes if model.num_classes else None
-        run = lambda: len(model.sample(8, labels))  # noqa: E731
-        unit = "images/s"
-    run()  # warm-up
-    times = []
-    for _ in range(3):
-        start = time.perf_counter()
-        amount = run()
-        times.append(time.perf_counter() - start)
-    return amount / statistics.median(times), unit
-
-
-def _run_dir(path: Path) -> Path:
-    """The run directory of a run or of one of its checkpoints."""
-    return path.parent if (path / "model.safetensors").is_file() else path
-
-
 def _score(
     model: torch.nn.Module,
     deployed: torch.nn.Module,
@@ -147,77 +121,10 @@ def _score(
     max_items: int | None,
     temperature: float | None,
 ) -> dict[str, float]:
-    """Likelihood of the training form; resynthesis by the deploy form, as a user runs it."""
+    """Likelihood of the training form; sample quality of the deploy form, as a user runs it."""
     result = evaluate(model, held_out.items, "cpu", max_items)
-    if model.modality == "audio":
-        result.update(_resynthesis_quality(deployed, held_out.items, temperature, max_items))
+    result.update(deployed.quality(held_out.items, temperature, max_items))
     return result
-
-
-@torch.no_grad()
-def _noise_floor(held_out: HeldOut, sample_rate: int, max_items: int | None) -> dict[str, float]:
-    """The resynthesis scores of white noise with each clip's RMS (seeded), for reference."""
-    generator = torch.Generator().manual_seed(0)
-    scores: dict[str, list[float]] = {}
-    n = len(held_out.items) if max_items is None else min(max_items, len(held_out.items))
-    for i in range(n):
-        clip = held_out.items[i].double()
-        noise = torch.randn(clip.shape, generator=generator, dtype=clip.dtype) * clip.std()
-        for name, value in resynthesis_scores(clip, noise, sample_rate).items():
-            scores.setdefault(name, []).append(value)
-    return {k: statistics.fmean(v) for k, v in scores.items()}
-
-
-def _write_samples(
-    entry: Entry, model: torch.nn.Module, held_out: HeldOut, out: Path, temperature: float | None
-) -> None:
-    """The first held-out clip resynthesised (wav + spectrogram), or a grid of samples."""
-    from sharedflow.train.samples import write_wav
-
-    out.mkdir(parents=True, exist_ok=True)
-    stem = entry.name.replace("/", "_")
-    if entry.modality == "audio":
-        clip = held_out.items[0][: 4 * model.sample_rate].float()
-        audio = model.resynthesize(clip[None], temperature)[0].float()
-        write_wav(out / "original.wav", clip, model.sample_rate)
-        write_wav(out / f"{stem}.wav", audio, model.sample_rate)  # reports any clipping
-        _spectrograms(clip, audio, model.sample_rate, entry.name, out / f"{stem}.png")
-    else:
-        from sharedflow.data.images import save_grid
-
-        real = torch.stack([held_out.items[i][0] for i in range(min(16, len(held_out.items)))])
-        save_grid(real, out / "real.png")
-        model.write_sample_grid(out / f"{stem}.png")
-
-
-def _spectrograms(
-    clip: torch.Tensor, audio: torch.Tensor, sample_rate: int, title: str, path: Path
-) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(2, 1, figsize=(8, 5), sharex=True)
-    for ax, signal, name in zip(axes, (clip, audio), ("original", title), strict=True):
-        window = torch.hann_window(1024, dtype=signal.dtype)
-        spec = torch.stft(signal, 1024, 256, window=window, return_complex=True).abs()
-        db = 20 * torch.log10(spec.clamp(1e-5))
-        ax.imshow(
-            db.numpy(),
-            origin="lower",
-            aspect="auto",
-            vmin=float(db.max()) - 80,
-            extent=(0, len(signal) / sample_rate, 0, sample_rate / 2000),
-            cmap="magma",
-        )
-        ax.set_ylim(0, min(sample_rate / 2000, 4))  # the harmonics live below 4 kHz
-        ax.set_ylabel("kHz")
-        ax.set_title(name, fontsize=9)
-    axes[-1].set_xlabel("seconds")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def _evaluate_entry(
@@ -237,21 +144,24 @@ def _evaluate_entry(
         if not sets:
             for source in data_sources or [None]:
                 overrides = {"source": source} if source else {}
-                sets[source or "the first entry's held-out data"] = held_out_set(config, overrides)
+                held_out = held_out_set(config, overrides)
+                held_out.kind = model.modality
+                sets[source or "the first entry's held-out data"] = held_out
         for label, held_out in sets.items():
-            kind = "audio" if hasattr(held_out.items, "sample_rate") else "image"
-            if kind != entry.modality:
+            if held_out.kind != entry.modality:
                 raise ValueError(
-                    f"{entry.name}: an {entry.modality} model in a comparison of {kind} models "
-                    f"(held out: {label})"
+                    f"{entry.name}: an {entry.modality} model in a comparison of "
+                    f"{held_out.kind} models (held out: {label})"
                 )
             entry.add(label, _score(model, deployed, held_out, max_items, temperature))
         if i == 0:
             first = next(iter(sets.values()))
             entry.params = parameter_report(model)
-            entry.speed, entry.speed_unit = _speed(deployed, first.items)
-            _write_samples(entry, deployed, first, out / "samples", temperature)
-        finished = _run_dir(Path(run)) / "finished.json"
+            entry.task = deployed
+            entry.speed, entry.speed_unit = deployed.speed(first.items)
+            stem = entry.name.replace("/", "_")
+            deployed.write_samples(out / "samples", stem, first.items, temperature)
+        finished = run_directory(run) / "finished.json"
         record = json.loads(finished.read_text()) if finished.is_file() else {}
         entry.train_seconds.append(float(record.get("train_seconds", float("nan"))))
 
@@ -290,11 +200,13 @@ def compare(
             entry.error = f"{type(error).__name__}: {first_line(error)}"
             with (out / "errors.log").open("a") as log:
                 log.write(f"{name}\n{traceback.format_exc()}\n")
-    ok = [e for e in entries if not e.error]
-    if ok and ok[0].modality == "audio":
-        noise = Entry(NOISE, modality="audio")
-        for label, held_out in sets.items():
-            noise.add(label, _noise_floor(held_out, held_out.items.sample_rate, max_items))
+    first = next((e for e in entries if e.task is not None and not e.error), None)
+    floors = {label: first.task.quality_floor(held_out.items, max_items)
+              for label, held_out in sets.items()} if first else {}  # fmt: skip
+    if any(floors.values()):
+        noise = Entry(NOISE, modality=first.modality)
+        for label, floor in floors.items():
+            noise.add(label, floor)
         entries.append(noise)
     _write_tables(entries, sets, out, temperature)
     _plot([e for e in entries if e.runs], out, next((e for e in entries if e.name == NOISE), None))
@@ -319,14 +231,14 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(finite), statistics.stdev(finite) if len(finite) > 1 else float("nan")
 
 
-def _significance(entries: list[Entry], label: str, metric: str) -> dict[str, str]:
+def _significance(entries: list[Entry], label: str, metric: Metric) -> dict[str, str]:
     """Per entry: "best", "n.s." (within the spreads of the best), or ""."""
-    rows = {e.name: _mean_std(e.scores[label][metric]) for e in entries
-            if e.runs and metric in e.scores.get(label, {})}  # fmt: skip
+    rows = {e.name: _mean_std(e.scores[label][metric.name]) for e in entries
+            if e.runs and metric.name in e.scores.get(label, {})}  # fmt: skip
     rows = {k: v for k, v in rows.items() if v[0] == v[0]}
     if not rows:
         return {}
-    sign = 1 if METRICS[metric].higher_is_better else -1
+    sign = 1 if metric.higher_is_better else -1
     best = max(rows, key=lambda k: sign * rows[k][0])
     marks = {best: "best"}
     for name, (mean, std) in rows.items():
@@ -358,13 +270,13 @@ def _csv_rows(e: Entry, label: str, marks: dict[str, dict[str, str]]) -> list[li
     ]  # fmt: skip
 
 
-def _markdown_row(e: Entry, label: str, columns: list[str], marks: dict) -> str:
+def _markdown_row(e: Entry, label: str, columns: list[Metric], marks: dict) -> str:
     if e.error:
         return f"| {e.name} | failed: {e.error} |"
     cells = []
     for m in columns:
-        cell = _cell(*_mean_std(e.scores.get(label, {}).get(m, [])))
-        mark = marks[m].get(e.name, "")
+        cell = _cell(*_mean_std(e.scores.get(label, {}).get(m.name, [])))
+        mark = marks[m.name].get(e.name, "")
         cells.append(f"**{cell}**" if mark == "best" else f"{cell} {mark}".strip())
     training, deployed = e.params.get("training"), e.params.get("deploy")
     params = f"{training['total']:,} | {deployed['total']:,}" if training else " | "
@@ -379,23 +291,23 @@ def _markdown_row(e: Entry, label: str, columns: list[str], marks: dict) -> str:
 def _write_tables(
     entries: list[Entry], sets: dict[str, HeldOut], out: Path, temperature: float | None = None
 ) -> None:
-    modality = next((e.modality for e in entries if e.modality and not e.error), "audio")
-    columns = COLUMNS[modality]
+    first = next((e for e in entries if e.task is not None and not e.error), None)
+    columns = first.columns if first else []
     rows, lines = [], []
     for label, held_out in (sets or {"(none)": None}).items():
-        marks = {m: _significance(entries, label, m) for m in columns}
+        marks = {m.name: _significance(entries, label, m) for m in columns}
         lines += [
             f"Held out: {held_out.description if held_out else label}",
             "",
-            "| entry | params | deploy | " + " | ".join(columns) + " | train s | speed |",
+            "| entry | params | deploy | " + " | ".join(m.name for m in columns)
+            + " | train s | speed |",
             "|---" * (len(columns) + 5) + "|",
             *[_markdown_row(e, label, columns, marks) for e in entries],
             "",
         ]
         rows += [row for e in entries for row in _csv_rows(e, label, marks)]
     seeds = max((len(e.runs) for e in entries), default=0)
-    lines += [f"- {m}: {METRICS[m].unit}, "
-              f"{'higher' if METRICS[m].higher_is_better else 'lower'} is better."
+    lines += [f"- {m.name}: {m.unit}, {'higher' if m.higher_is_better else 'lower'} is better."
               for m in columns]  # fmt: skip
     lines += [
         f"- Mean ± standard deviation over {seeds} seed(s). **Bold**: the best entry; n.s.: its "
@@ -404,7 +316,7 @@ def _write_tables(
         "- Params: training form (with weight norm, embeddings); deploy: weight norm removed, "
         "flow embeddings folded. Speed: synthesis of 1 s of held-out audio, or sampling.",
     ]
-    if modality == "audio":
+    if first and first.task.quality_metrics:
         lines.append(
             "- Resynthesis temperature: "
             + ("each model's own." if temperature is None else f"{temperature:g}.")
@@ -423,25 +335,27 @@ def _plot(entries: list[Entry], out: Path, floor: Entry | None = None) -> None:
     import matplotlib.pyplot as plt
 
     ok = [e for e in entries if not e.error and e.scores]
-    modality = ok[0].modality if ok else "audio"
-    metrics = ["ll", "pesq"] if modality == "audio" else ["bpd"]
+    columns = ok[0].columns if ok else []
+    if not columns:
+        return  # nothing was scored
+    metrics = columns[:2]  # the held-out metric and the first sample-quality figure
     markers = {"independent": "o", "shared": "s", "decomposed": "^", "nanoflow": "*"}
     fig, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 4), squeeze=False)
     for ax, metric in zip(axes[0], metrics, strict=True):
         for e in ok:
             label = next(iter(e.scores))
-            mean, std = _mean_std(e.scores[label].get(metric, []))
+            mean, std = _mean_std(e.scores[label].get(metric.name, []))
             x = e.params["training"]["total"]
             ax.errorbar(x, mean, yerr=0 if std != std else std, fmt=markers.get(e.sharing, "o"),
                         markersize=9, label=f"{e.family} / {e.sharing}")  # fmt: skip
             ax.annotate(e.name.split("/")[-1], (x, mean), fontsize=7,
                         textcoords="offset points", xytext=(5, 5))  # fmt: skip
-        if floor is not None and metric in next(iter(floor.scores.values()), {}):
-            level = _mean_std(next(iter(floor.scores.values()))[metric])[0]
+        if floor is not None and metric.name in next(iter(floor.scores.values()), {}):
+            level = _mean_std(next(iter(floor.scores.values()))[metric.name])[0]
             ax.axhline(level, color="grey", linestyle="--", linewidth=1, label=NOISE)
         ax.set_xscale("log")
         ax.set_xlabel("parameters (training form)")
-        ax.set_ylabel(METRICS[metric].unit)
+        ax.set_ylabel(metric.unit)
         ax.grid(alpha=0.3)
         if ok:
             ax.legend(fontsize=7)
@@ -450,9 +364,9 @@ def _plot(entries: list[Entry], out: Path, floor: Entry | None = None) -> None:
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    key = "val_" + COLUMNS[modality][0]
+    key = "val_" + columns[0].name
     for e in ok:
-        path = _run_dir(Path(e.runs[0])) / "metrics.jsonl"
+        path = run_directory(e.runs[0]) / "metrics.jsonl"
         if not path.is_file():
             continue
         points = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -460,7 +374,7 @@ def _plot(entries: list[Entry], out: Path, floor: Entry | None = None) -> None:
         if points:
             ax.plot(*zip(*points, strict=True), marker=".", label=e.name.split("/")[-1])
     ax.set_xlabel("step")
-    ax.set_ylabel(f"held-out {METRICS[COLUMNS[modality][0]].unit}")
+    ax.set_ylabel(f"held-out {columns[0].unit}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()

@@ -151,7 +151,7 @@ def test_a_full_disk_at_a_checkpoint_is_one_line_and_keeps_the_last_checkpoint(
 ) -> None:
     import errno
 
-    import sharedflow.train.checkpoint as checkpoint
+    import sharedflow.checkpoint as checkpoint
 
     run = files["root"] / "full-disk"
     assert main(["train", "audio/waveflow-tiny", f"run_dir={run}", *FAST]) == 0

@@ -28,7 +28,7 @@ def _payloads(sentinel: Path) -> dict[str, dict]:
         # A path through a module's imports reaches os, torch.load, numpy.load, ...
         "traversal": {"model": touch},
         "traversal-torch-load": {
-            "model": {"_target_": "sharedflow.train.checkpoint.torch.load", "f": str(sentinel)}
+            "model": {"_target_": "sharedflow.checkpoint.torch.load", "f": str(sentinel)}
         },
         "nested": {"model": {**WAVEFLOW, "upsample": touch}},
         "args": {"model": {**WAVEFLOW, "_args_": [touch]}},

@@ -16,11 +16,11 @@ from safetensors.torch import load_file
 from torch import nn
 from torch.utils.data import Dataset
 
-import sharedflow.train.checkpoint as checkpoint_module
+import sharedflow.checkpoint as checkpoint_module
 from sharedflow.api import load_model
+from sharedflow.checkpoint import latest_checkpoint, load_weights
 from sharedflow.data.splits import DataSplits
 from sharedflow.train import CheckpointError, Trainer, TrainingError
-from sharedflow.train.checkpoint import latest_checkpoint, load_weights
 from sharedflow.train.optim import Adam, constant
 from sharedflow.train.run import train
 
@@ -111,10 +111,10 @@ class _Flaky(nn.Module):
     def evaluate_batch(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"mse": (batch - self.weight).square().mean(1)}
 
-    def write_sample_grid(self, path: Path, temperature: float) -> Path:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("sample")
-        return path
+    def write_samples(self, out_dir: Path, stem: str, items: Dataset, temperature: float) -> list:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / f"{stem}.txt").write_text("sample")
+        return [out_dir / f"{stem}.txt"]
 
 
 def _fit(model: nn.Module, run_dir: Path, **options: object) -> dict[str, object]:

@@ -1,17 +1,20 @@
-"""Synthesis inputs: a wav to resynthesise, or a mel saved by an acoustic model."""
+"""Audio in and out: synthesis inputs (a wav to resynthesise, or a mel saved by an acoustic
+model) and wav output."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 import torch
 from torch import nn
 
 from sharedflow.data.audio import load_audio
 from sharedflow.tensorfile import load_tensors
 
-__all__ = ["read_mel_input"]
+__all__ = ["read_mel_input", "write_wav"]
 
 
 def read_mel_input(path: Path, vocoder: nn.Module) -> list[tuple[torch.Tensor, int]]:
@@ -65,3 +68,24 @@ def _read_npz(path: Path, vocoder: nn.Module) -> torch.Tensor:
     }
     vocoder.mel.check(settings, str(path))
     return mel
+
+
+def write_wav(path: Path, audio: torch.Tensor, sample_rate: int) -> Path:
+    """Write ``(T,)`` audio in ``[-1, 1]`` as 16-bit PCM.
+
+    Samples beyond full scale are clipped (never wrapped) and reported in a warning that says
+    how many there were and the peak. Non-finite audio is refused.
+    """
+    samples = audio.detach().float().cpu()
+    if not torch.isfinite(samples).all():
+        raise ValueError(f"{path}: refusing to write audio with non-finite samples")
+    over = int((samples.abs() > 1).sum())
+    if over:
+        warnings.warn(
+            f"{path}: {over} of {samples.numel()} samples beyond full scale (peak "
+            f"{float(samples.abs().max()):.2f}) were clipped to [-1, 1]",
+            stacklevel=2,
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), samples.clamp(-1, 1).numpy(), sample_rate, subtype="PCM_16")
+    return path

@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
 
 import librosa
 import numpy as np
 import torch
 from torch import Tensor
+
+from sharedflow.core.metrics import METRICS, Metric
 
 __all__ = [
     "METRICS",
@@ -53,32 +54,6 @@ MEL_ALPHA = {8000: 0.312, 11025: 0.357, 16000: 0.41, 22050: 0.455, 24000: 0.466,
 
 class QualityError(ValueError):
     """A signal that a metric cannot score (too short, silent, or a missing package)."""
-
-
-@dataclass(frozen=True)
-class Metric:
-    """How a quality figure is named and read."""
-
-    name: str
-    unit: str
-    higher_is_better: bool
-
-
-METRICS = {
-    m.name: m
-    for m in (
-        Metric("ll", "nats per sample (test-set LL)", True),
-        Metric("bpd", "bits per dim", False),
-        Metric("pesq", "wide-band PESQ (1 to 4.64)", True),
-        Metric("stoi", "STOI (0 to 1)", True),
-        Metric("mcd_db", "dB mel-cepstral distortion", False),
-        Metric("mrstft", "multi-resolution STFT distance", False),
-        Metric("log_mel_l1", "log-mel L1 distance", False),
-        Metric("periodicity", "periodicity (voicing) RMS error", False),
-        Metric("f0_cents", "pitch RMS error in cents (frames voiced in both)", False),
-        Metric("fid", "FID", False),
-    )
-}
 
 
 def multi_resolution_stft(reference: Tensor, estimate: Tensor) -> float:

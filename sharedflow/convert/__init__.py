@@ -13,6 +13,7 @@ from typing import Any
 from omegaconf import OmegaConf
 from torch import Tensor, nn
 
+from sharedflow.checkpoint import save_checkpoint
 from sharedflow.convert.family import Family, read_config_file, resolve
 from sharedflow.convert.glow import GLOW, NANOFLOW_GLOW
 from sharedflow.convert.reference import ConversionError, read_state_dict
@@ -21,7 +22,6 @@ from sharedflow.convert.tarflow import TARFLOW
 from sharedflow.convert.waveflow import NANOFLOW, WAVEFLOW, WAVEFLOW_PARAKEET
 from sharedflow.convert.waveglow import WAVEGLOW
 from sharedflow.recipes import build, compose, to_container
-from sharedflow.train.checkpoint import save_checkpoint
 
 __all__ = [
     "KINDS",

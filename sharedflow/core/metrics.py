@@ -1,4 +1,5 @@
-"""Likelihood units: nats per dimension and bits per dimension.
+"""The figures a model is judged by (``Metric``, ``METRICS``), and the likelihood units: nats
+per dimension and bits per dimension.
 
 For data quantised to ``2^b`` levels over a range of width ``R`` (``R = 2`` for ``[-1, 1)``), a
 continuous density ``p`` on the dequantised data gives the discrete log-likelihood
@@ -13,10 +14,37 @@ With ``R = 2``, ``b = 8`` this is TarFlow's ``log p - D ln 128``; with ``R = 1``
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from torch import Tensor
 
-__all__ = ["bits_per_dim", "nll_per_dim"]
+__all__ = ["METRICS", "Metric", "bits_per_dim", "nll_per_dim"]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """How a figure is named and read."""
+
+    name: str
+    unit: str
+    higher_is_better: bool
+
+
+METRICS = {
+    m.name: m
+    for m in (
+        Metric("ll", "nats per sample (test-set LL)", True),
+        Metric("bpd", "bits per dim", False),
+        Metric("pesq", "wide-band PESQ (1 to 4.64)", True),
+        Metric("stoi", "STOI (0 to 1)", True),
+        Metric("mcd_db", "dB mel-cepstral distortion", False),
+        Metric("mrstft", "multi-resolution STFT distance", False),
+        Metric("log_mel_l1", "log-mel L1 distance", False),
+        Metric("periodicity", "periodicity (voicing) RMS error", False),
+        Metric("f0_cents", "pitch RMS error in cents (frames voiced in both)", False),
+        Metric("fid", "FID", False),
+    )
+}
 
 
 def nll_per_dim(log_prob: Tensor, n_dims: int) -> Tensor:

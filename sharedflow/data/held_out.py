@@ -30,10 +30,12 @@ LJSPEECH_TEST_CLIPS = 1310
 
 @dataclass
 class HeldOut:
-    """A held-out set and a one-line description of what it holds."""
+    """A held-out set, a one-line description of what it holds, and the kind of model it is
+    for (a task's ``modality``; empty until a comparison pairs it with one)."""
 
     items: Dataset
     description: str
+    kind: str = ""
 
 
 def _is_ljspeech(root: Path) -> bool:

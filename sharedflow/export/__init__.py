@@ -25,6 +25,7 @@ from sharedflow import __version__
 from sharedflow.audio.denoise import Denoiser
 from sharedflow.errors import first_line
 from sharedflow.export.graphs import BitsPerDim, ImageSampling, Synthesis
+from sharedflow.models.vocoder import Vocoder
 from sharedflow.sharing import count_parameters, deploy
 
 __all__ = ["FORMATS", "ExportError", "Graph", "build_graph", "export", "graphs_of", "metadata"]
@@ -66,7 +67,7 @@ def _image_inputs(model: nn.Module, name: str, batch: int = 2) -> dict[str, Tens
 
 def graphs_of(model: nn.Module) -> tuple[str, ...]:
     """The graphs a model can be exported as; the first is the default."""
-    return ("synthesize",) if model.modality == "audio" else ("sample", "bpd")
+    return ("synthesize",) if isinstance(model, Vocoder) else ("sample", "bpd")
 
 
 def build_graph(
@@ -111,7 +112,7 @@ def metadata(model: nn.Module, config: dict[str, Any], graph: str, dtype: str) -
         "dtype": dtype,
         "parameters": count_parameters(model).total,
     }
-    if model.modality == "audio":
+    if isinstance(model, Vocoder):
         info |= model.mel.settings() | {
             "log_clamp": model.mel.clamp,
             "temperature": model.temperature,
@@ -188,7 +189,7 @@ def export(
     if format == "onnx":
         _require("onnx", "onnxscript")
     model = deploy(model).to(DTYPES[dtype])
-    if model.modality == "audio":
+    if isinstance(model, Vocoder):
         model.mel.float()  # the front end is not in the graph; keep it exact for the denoiser
     graph, spec = build_graph(model, graph, denoise)
     spec.module.eval()

@@ -10,15 +10,17 @@ Evaluation always uses uniform dequantisation in float32, the reference protocol
 from __future__ import annotations
 
 import math
+import statistics
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
 from sharedflow.core.flow import NormalizingFlow
-from sharedflow.core.metrics import bits_per_dim
+from sharedflow.core.metrics import METRICS, Metric, bits_per_dim
 from sharedflow.layers.solve import jacobi_inverse
 from sharedflow.nets.transformer import Guidance
 
@@ -43,7 +45,7 @@ class Samples:
 
 
 class ImageFlow(nn.Module):
-    """An image flow (see the module docstring).
+    """An image flow (see the module docstring); a ``core.task.Task``.
 
     Args:
         flow: a ``NormalizingFlow`` over ``(B, C, H, W)`` whose context is the labels.
@@ -57,6 +59,8 @@ class ImageFlow(nn.Module):
     """
 
     modality = "image"
+    metric = METRICS["bpd"]
+    quality_metrics: tuple[Metric, ...] = ()
     eval_batch_size = 64
 
     def __init__(
@@ -224,3 +228,39 @@ class ImageFlow(nn.Module):
         if self.num_classes:
             labels = torch.arange(n) % self.num_classes
         return save_grid(self.sample(n, labels, temperature=temperature), path)
+
+    def quality(
+        self, items: Any, temperature: float | None = None, max_items: int | None = None
+    ) -> dict[str, float]:
+        """No sample-quality figure without an Inception network (``evaluate --fid``)."""
+        return {}
+
+    def quality_floor(self, items: Any, max_items: int | None = None) -> dict[str, float]:
+        return {}
+
+    def write_samples(
+        self, out_dir: Path, stem: str, items: Any, temperature: float | None = None
+    ) -> list[Path]:
+        """``<stem>.png``, a grid of 16 samples (class ``i % num_classes`` in cell ``i`` of a
+        conditional model), and once ``real.png``, the first 16 held-out images."""
+        from sharedflow.data.images import save_grid
+
+        t = 1.0 if temperature is None else temperature
+        written = [self.write_sample_grid(out_dir / f"{stem}.png", t)]
+        if not (out_dir / "real.png").exists():
+            real = torch.stack([items[i][0] for i in range(min(16, len(items)))])
+            written.append(save_grid(real, out_dir / "real.png"))
+        return written
+
+    @torch.no_grad()
+    def speed(self, items: Any) -> tuple[float, str]:
+        """Sampling speed in images per second for a batch of 8; the median of three timed
+        runs after a warm-up."""
+        labels = torch.arange(8) % self.num_classes if self.num_classes else None
+        self.sample(8, labels)  # warm-up
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            self.sample(8, labels)
+            times.append(time.perf_counter() - start)
+        return 8 / statistics.median(times), "images/s"

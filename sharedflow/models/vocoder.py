@@ -7,17 +7,23 @@ synthesis from a mel of ``F`` frames writes ``hop * F`` samples.
 
 from __future__ import annotations
 
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
 from sharedflow.audio.mel import MelSpectrogram
 from sharedflow.core.flow import NormalizingFlow
+from sharedflow.core.metrics import METRICS
 
 __all__ = ["Vocoder"]
 
 
 class Vocoder(nn.Module):
-    """Mel front end + conditional flow over ``(B, T)`` waveforms.
+    """Mel front end + conditional flow over ``(B, T)`` waveforms; a ``core.task.Task``.
 
     Args:
         flow: a ``NormalizingFlow`` over ``(B, T)`` with a mel context encoder.
@@ -27,6 +33,10 @@ class Vocoder(nn.Module):
     """
 
     modality = "audio"
+    metric = METRICS["ll"]
+    quality_metrics = tuple(
+        METRICS[name] for name in ("pesq", "stoi", "mcd_db", "mrstft", "log_mel_l1", "periodicity")
+    )
 
     def __init__(
         self,
@@ -131,3 +141,91 @@ class Vocoder(nn.Module):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             return self.synthesize(mel, temperature, audio.shape[-1])
+
+    @torch.no_grad()
+    def quality(
+        self,
+        clips: Any,
+        temperature: float | None = None,
+        max_items: int | None = None,
+        seed: int = 0,
+    ) -> dict[str, float]:
+        """Mean resynthesis scores over held-out clips ``(T,)`` (``audio.quality``: PESQ, STOI,
+        MCD, MR-STFT, log-mel L1, periodicity and pitch error). Clip ``i`` uses noise seed
+        ``seed + i``, so two runs print the same figures; a clip that cannot be scored is an
+        error naming it."""
+        from sharedflow.audio.quality import QualityError, resynthesis_scores
+
+        scores: dict[str, list[float]] = {}
+        for i in range(_count(clips, max_items)):
+            clip = clips[i].float()
+            audio = self.resynthesize(clip[None], temperature, seed + i)[0].float().cpu()
+            try:
+                result = resynthesis_scores(clip, audio, self.sample_rate)
+            except QualityError as error:
+                raise QualityError(f"{_item_name(clips, i)}: {error}") from error
+            for name, value in result.items():
+                scores.setdefault(name, []).append(value)
+        # f0_cents is nan for a clip with no frame voiced in both: averaged over those that have
+        return {name: _finite_mean(values) for name, values in scores.items()}
+
+    def quality_floor(self, clips: Any, max_items: int | None = None) -> dict[str, float]:
+        """The resynthesis scores of white noise with each clip's RMS (seeded): the level a
+        vocoder that learned only the loudness would reach."""
+        from sharedflow.audio.quality import resynthesis_scores
+
+        generator = torch.Generator().manual_seed(0)
+        scores: dict[str, list[float]] = {}
+        for i in range(_count(clips, max_items)):
+            clip = clips[i].double()
+            noise = torch.randn(clip.shape, generator=generator, dtype=clip.dtype) * clip.std()
+            for name, value in resynthesis_scores(clip, noise, self.sample_rate).items():
+                scores.setdefault(name, []).append(value)
+        return {name: statistics.fmean(values) for name, values in scores.items()}
+
+    @torch.no_grad()
+    def write_samples(
+        self, out_dir: Path, stem: str, clips: Any, temperature: float | None = None
+    ) -> list[Path]:
+        """The first held-out clip (up to 4 s) resynthesised: ``<stem>.wav``, and ``<stem>.png``,
+        its spectrogram against the original, which is written once as ``original.wav``.
+        Samples beyond full scale are reported (``audio.io.write_wav``)."""
+        from sharedflow.audio.io import write_wav
+        from sharedflow.audio.spectrogram import plot_spectrograms
+
+        clip = clips[0][: 4 * self.sample_rate].float()
+        audio = self.resynthesize(clip[None], temperature)[0].float().cpu()
+        written = [write_wav(out_dir / f"{stem}.wav", audio, self.sample_rate)]
+        if not (out_dir / "original.wav").exists():
+            written.append(write_wav(out_dir / "original.wav", clip, self.sample_rate))
+        written.append(
+            plot_spectrograms(clip, audio, self.sample_rate, stem, out_dir / f"{stem}.png")
+        )
+        return written
+
+    @torch.no_grad()
+    def speed(self, clips: Any) -> tuple[float, str]:
+        """Synthesis speed in kHz (samples per millisecond) for 1 s of the first held-out clip;
+        the median of three timed runs after a warm-up."""
+        mel = self.mel(clips[0][: self.sample_rate][None].to(self.mel.basis.device))
+        self.synthesize(mel)  # warm-up
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            n_samples = self.synthesize(mel).shape[-1]
+            times.append(time.perf_counter() - start)
+        return n_samples / 1000 / statistics.median(times), "kHz"
+
+
+def _count(items: Any, max_items: int | None) -> int:
+    return len(items) if max_items is None else min(max_items, len(items))
+
+
+def _finite_mean(values: list[float]) -> float:
+    finite = [v for v in values if v == v and abs(v) != float("inf")]
+    return statistics.fmean(finite) if finite else float("nan")
+
+
+def _item_name(items: Any, index: int) -> str:
+    files = getattr(items, "files", None)
+    return str(files[index]) if files is not None else f"held-out item {index}"

@@ -1,7 +1,7 @@
-"""Training: the loop, checkpoints, optimisers and schedules, evaluation."""
+"""Training: the loop, optimisers and schedules, the run (checkpoints and evaluation are re-exported)."""
 
-from sharedflow.train.checkpoint import CheckpointError, load_weights, save_checkpoint
-from sharedflow.train.evaluate import evaluate
+from sharedflow.checkpoint import CheckpointError, load_weights, save_checkpoint
+from sharedflow.evaluate import evaluate
 from sharedflow.train.loop import Trainer, TrainingError
 
 __all__ = [

@@ -26,11 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from sharedflow.data.splits import DataSplits
-from sharedflow.layers.actnorm import ActNorm
-from sharedflow.precision import PRECISIONS, Capabilities, choose
-from sharedflow.tensorfile import TensorFileError
-from sharedflow.train.checkpoint import (
+from sharedflow.checkpoint import (
     CheckpointError,
     checkpoint_step,
     checkpoints,
@@ -39,12 +35,15 @@ from sharedflow.train.checkpoint import (
     load_weights,
     save_checkpoint,
 )
+from sharedflow.data.splits import DataSplits
+from sharedflow.evaluate import evaluate
+from sharedflow.layers.actnorm import ActNorm
+from sharedflow.precision import PRECISIONS, Capabilities, choose
+from sharedflow.tensorfile import TensorFileError
 from sharedflow.train.distributed import Distributed, pick_device
 from sharedflow.train.ema import EMA
-from sharedflow.train.evaluate import evaluate
 from sharedflow.train.lock import RunLock
 from sharedflow.train.sampler import StepBatchSampler
-from sharedflow.train.samples import write_samples
 
 __all__ = ["Trainer", "TrainingError"]
 
@@ -342,7 +341,14 @@ class Trainer:
             ):
                 warnings.simplefilter("always")
                 torch.manual_seed(self.seed)
-                write_samples(model, data, run_dir / "samples", step, self.sample_temperature)
+                was_training = model.training
+                model.eval()
+                try:
+                    model.write_samples(
+                        run_dir / "samples", f"step-{step:08d}", data.val, self.sample_temperature
+                    )
+                finally:
+                    model.train(was_training)
             for warning in caught:  # e.g. clipping in an early sample: one line, no source
                 tqdm.write(f"note: {warning.message}")
 

@@ -33,6 +33,7 @@ __all__ = [
     "load_weights",
     "read_config",
     "resolve_checkpoint",
+    "run_directory",
     "save_checkpoint",
 ]
 
@@ -91,6 +92,14 @@ def resolve_checkpoint(path: str | Path) -> Path:
     if latest is None:
         raise CheckpointError(f"{path}: holds no checkpoint")
     return latest
+
+
+def run_directory(path: str | Path) -> Path:
+    """The run directory of a run, of one of its checkpoints, or of a checkpoint's weights."""
+    path = Path(path)
+    if path.is_file():
+        path = path.parent
+    return path.parent if (path / MODEL_FILE).is_file() else path
 
 
 def _weights_file(checkpoint: Path) -> Path:
