@@ -1,4 +1,4 @@
-"""Training: the loop, optimisers and schedules, the run (checkpoints and evaluation are re-exported)."""
+"""Training: the loop, optimisers and schedules, the run; checkpoints re-exported."""
 
 from sharedflow.checkpoint import CheckpointError, load_weights, save_checkpoint
 from sharedflow.evaluate import evaluate
