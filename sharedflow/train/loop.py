@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 import torch
 from torch import nn
@@ -31,19 +31,17 @@ from sharedflow.checkpoint import (
     checkpoint_step,
     checkpoints,
     latest_checkpoint,
-    load_state,
-    load_weights,
-    save_checkpoint,
 )
+from sharedflow.core.datainit import InitialisedFromData
 from sharedflow.data.splits import DataSplits
 from sharedflow.evaluate import evaluate
-from sharedflow.layers.actnorm import ActNorm
 from sharedflow.precision import PRECISIONS, Capabilities, choose
 from sharedflow.tensorfile import TensorFileError
 from sharedflow.train.distributed import Distributed, pick_device
 from sharedflow.train.ema import EMA
 from sharedflow.train.lock import RunLock
 from sharedflow.train.sampler import StepBatchSampler
+from sharedflow.train.state import TrainState
 
 __all__ = ["Trainer", "TrainingError"]
 
@@ -165,23 +163,25 @@ class Trainer:
         if warning and run.is_main:
             warnings.warn(f"trainer.precision={self.precision}: {warning}", stacklevel=2)
         optimizer = _build("optim", make_optimizer, model.parameters())
-        schedule = _build("schedule", make_schedule, optimizer)
-        fp16 = precision == "fp16" and device.type == "cuda"
-        scaler = torch.amp.GradScaler(device.type, enabled=fp16)
-        ema = EMA(model, self.ema_decay) if self.ema_decay else None
-
-        step, clock, latest = self._resume_latest(
-            run_dir, model, ema, optimizer, schedule, scaler, device, run
+        state = TrainState(
+            model,
+            optimizer,
+            _build("schedule", make_schedule, optimizer),
+            torch.amp.GradScaler(
+                device.type, enabled=precision == "fp16" and device.type == "cuda"
+            ),
+            EMA(model, self.ema_decay) if self.ema_decay else None,
         )
+        latest = self._resume_latest(run_dir, state, device, run)
         if run.is_main:  # records past the resumed step (or all, starting afresh) were lost work
-            _truncate_metrics(run_dir / "metrics.jsonl", step if latest else -1)
+            _truncate_metrics(run_dir / "metrics.jsonl", state.step if latest else -1)
         sampler = StepBatchSampler(
             len(data.train),
             self.batch_size,
             self.seed,
             run.rank,
             run.world_size,
-            step,
+            state.step,
             self.max_steps,
         )
         loader = DataLoader(data.train, batch_sampler=sampler, num_workers=self.num_workers)
@@ -192,102 +192,124 @@ class Trainer:
         autocast = self._autocast(device, precision)
         bad = skipped = 0
         last: dict[str, Any] = {}
-        if step == 0 and self.val_every:
-            self._validate(ema.model if ema else model, data, device, run, logger, 0)
+        if state.step == 0 and self.val_every:
+            self._validate(state.averaged, data, device, run, logger, 0)
         bar = tqdm(
             total=self.max_steps,
-            initial=step,
+            initial=state.step,
             disable=not (self.progress and run.is_main),
             dynamic_ncols=True,
             desc=run_dir.name,
         )
         tick = time.perf_counter()
         for batch in loader:
-            batch = _to(batch, device)
-            model.train()
-            with autocast:
-                loss = trained(batch)
-            finite = run.all_finite(loss)
-            if finite:
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)
-                max_norm = self.grad_clip if self.grad_clip else float("inf")
-                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-                finite = fp16 or run.all_finite(grad_norm)
-            if not finite:
-                optimizer.zero_grad(set_to_none=True)
+            record = self._step(state, trained, _to(batch, device), autocast, run)
+            if record is None:  # a non-finite loss or gradient: the step was skipped
                 bad, skipped = bad + 1, skipped + 1
                 if bad >= self.max_bad_steps:
                     bar.close()
-                    if step > self._saved_step(run_dir):  # skipped steps left the weights good
-                        self._checkpoint(
-                            run_dir, step, model, ema, optimizer, schedule, scaler, clock, config,
-                            run,
-                        )  # fmt: skip
-                    raise TrainingError(
-                        f"the loss or its gradient was not finite for {bad} steps in a row "
-                        f"(step {step}); the last good weights are in {latest_checkpoint(run_dir)}"
-                    )
-                step += 1
-                bar.update(1)
-                last = {**last, "step": step, "skipped": skipped}
+                    self._stop(state, run_dir, config, run, bad)
+                state.step += 1
+                last = {**last, "step": state.step, "skipped": skipped}
             else:
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-                schedule.step()
-                if ema is not None:
-                    ema.update(model)
                 bad = 0
-                step += 1
+                state.step += 1
                 now = time.perf_counter()
-                clock, tick = clock + now - tick, now
-                bar.update(1)
-                loss_value = loss.item()  # one device sync per step
-                bar.set_postfix(loss=f"{loss_value:.4f}")
-                last = {
-                    "step": step,
-                    "loss": loss_value,
-                    "lr": optimizer.param_groups[0]["lr"],
-                    "grad_norm": float(grad_norm),
-                    "skipped": skipped,
-                    "train_seconds": clock,
-                }
-            if self.log_every and step % self.log_every == 0:
+                state.clock, tick = state.clock + now - tick, now
+                bar.set_postfix(loss=f"{record['loss']:.4f}")
+                last = {"step": state.step, **record, "skipped": skipped,
+                        "train_seconds": state.clock}  # fmt: skip
+            bar.update(1)
+            if self.log_every and state.step % self.log_every == 0:
                 logger.log(last)
-            final = step == self.max_steps or bool(self.max_seconds and clock >= self.max_seconds)
-            if (self.val_every and step % self.val_every == 0) or final:
-                last.update(
-                    self._validate(ema.model if ema else model, data, device, run, logger, step)
-                )
-                tick = time.perf_counter()
-            if (self.sample_every and step % self.sample_every == 0) or final:
-                self._samples(ema.model if ema else model, data, run_dir, step, run)
-                tick = time.perf_counter()
-            if (self.ckpt_every and step % self.ckpt_every == 0) or final:
-                self._checkpoint(
-                    run_dir, step, model, ema, optimizer, schedule, scaler, clock, config, run
-                )
-                tick = time.perf_counter()
+            final = state.step == self.max_steps or bool(
+                self.max_seconds and state.clock >= self.max_seconds
+            )
+            if self._periodic(state, data, run_dir, config, run, logger, last, final):
+                tick = time.perf_counter()  # periodic work is not training time
             if final:
                 break
         bar.close()
-        if latest_checkpoint(run_dir) is None or step > self._saved_step(run_dir):
+        if latest_checkpoint(run_dir) is None or state.step > self._saved_step(run_dir):
             # max_steps=0 (an untrained baseline), or a run whose last steps were all skipped:
             # the weights are the last good ones, and they are kept.
-            if step == 0 and self.val_every == 0:
-                last.update(
-                    self._validate(ema.model if ema else model, data, device, run, logger, 0)
-                )
-            self._checkpoint(
-                run_dir, step, model, ema, optimizer, schedule, scaler, clock, config, run
-            )
-            last = {**last, "step": step, "skipped": skipped}
+            if state.step == 0 and self.val_every == 0:
+                last.update(self._validate(state.averaged, data, device, run, logger, 0))
+            self._checkpoint(state, run_dir, config, run)
+            last = {**last, "step": state.step, "skipped": skipped}
         if run.is_main and last:  # a run resumed after its end trained nothing: keep the record
             (run_dir / "finished.json").write_text(json.dumps(last))
         run.barrier()
         logger.close()
         return last
+
+    def _step(
+        self, state: TrainState, trained: nn.Module, batch: Any, autocast: Any, run: Distributed
+    ) -> dict[str, float] | None:
+        """One optimiser step on ``batch``: the loss, its gradient clipped to ``grad_clip``, the
+        optimiser, schedule and EMA. ``None`` (and no update) when the loss or the gradient
+        norm is not finite on any rank."""
+        model, optimizer, scaler = state.model, state.optimizer, state.scaler
+        model.train()
+        with autocast:
+            loss = trained(batch)
+        finite = run.all_finite(loss)
+        if finite:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            max_norm = self.grad_clip if self.grad_clip else float("inf")
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+            finite = scaler.is_enabled() or run.all_finite(grad_norm)  # fp16: the scaler skips
+        if not finite:
+            optimizer.zero_grad(set_to_none=True)
+            return None
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        state.schedule.step()
+        if state.ema is not None:
+            state.ema.update(model)
+        return {
+            "loss": loss.item(),  # one device sync per step
+            "lr": optimizer.param_groups[0]["lr"],
+            "grad_norm": float(grad_norm),
+        }
+
+    def _periodic(
+        self,
+        state: TrainState,
+        data: DataSplits,
+        run_dir: Path,
+        config: dict[str, Any],
+        run: Distributed,
+        logger: _Logger,
+        last: dict[str, Any],
+        final: bool,
+    ) -> bool:
+        """Validation (into ``last``), samples and a checkpoint when their period comes round,
+        and all three at the end; whether any ran."""
+        due = [final or (every > 0 and state.step % every == 0)
+               for every in (self.val_every, self.sample_every, self.ckpt_every)]  # fmt: skip
+        device = next(state.model.parameters()).device
+        if due[0]:
+            last.update(self._validate(state.averaged, data, device, run, logger, state.step))
+        if due[1]:
+            self._samples(state.averaged, data, run_dir, state.step, run)
+        if due[2]:
+            self._checkpoint(state, run_dir, config, run)
+        return any(due)
+
+    def _stop(
+        self, state: TrainState, run_dir: Path, config: dict[str, Any], run: Distributed, bad: int
+    ) -> NoReturn:
+        """Too many non-finite steps in a row: keep the weights (skipped steps left them good)
+        and stop."""
+        if state.step > self._saved_step(run_dir):
+            self._checkpoint(state, run_dir, config, run)
+        raise TrainingError(
+            f"the loss or its gradient was not finite for {bad} steps in a row "
+            f"(step {state.step}); the last good weights are in {latest_checkpoint(run_dir)}"
+        )
 
     @staticmethod
     def _saved_step(run_dir: Path) -> int:
@@ -303,8 +325,9 @@ class Trainer:
 
     @torch.no_grad()
     def _initialise(self, model: nn.Module, data: DataSplits, sampler: Any, device: Any) -> None:
-        """Data-dependent initialisation (ActNorm) on the first batch, before DDP broadcasts."""
-        if any(isinstance(m, ActNorm) for m in model.modules()):
+        """Data-dependent initialisation (``core.datainit``) on the first batch, before DDP
+        broadcasts rank 0's weights."""
+        if any(isinstance(m, InitialisedFromData) for m in model.modules()):
             batch = _to(
                 torch.utils.data.default_collate([data.train[item] for item in sampler.batch(0)]),
                 device,
@@ -353,88 +376,35 @@ class Trainer:
                 tqdm.write(f"note: {warning.message}")
 
     def _checkpoint(
-        self,
-        run_dir: Path,
-        step: int,
-        model: nn.Module,
-        ema: EMA | None,
-        optimizer: Any,
-        schedule: Any,
-        scaler: Any,
-        clock: float,
-        config: dict[str, Any],
-        run: Distributed,
+        self, state: TrainState, run_dir: Path, config: dict[str, Any], run: Distributed
     ) -> None:
         if run.is_main:
-            state = {
-                "step": step,
-                "train_seconds": clock,
-                "optimizer": optimizer.state_dict(),
-                "schedule": schedule.state_dict(),
-                "scaler": scaler.state_dict(),
-                "rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            }
-            save_checkpoint(
-                run_dir, step, model, state, config, ema.model if ema else None, self.keep_last
-            )
+            state.save(run_dir, config, self.keep_last)
         run.barrier()
 
     def _resume_latest(
-        self,
-        run_dir: Path,
-        model: nn.Module,
-        ema: EMA | None,
-        optimizer: Any,
-        schedule: Any,
-        scaler: Any,
-        device: torch.device,
-        run: Distributed,
-    ) -> tuple[int, float, Path | None]:
-        """Resume from the newest readable checkpoint, saying which were skipped; step 0 when
-        the run has none. A run whose checkpoints are all unreadable is an error: restarting
-        from scratch over them would silently throw its work away."""
+        self, run_dir: Path, state: TrainState, device: torch.device, run: Distributed
+    ) -> Path | None:
+        """Resume ``state`` from the newest readable checkpoint, saying which were skipped;
+        None (and step 0) when the run has none. A run whose checkpoints are all unreadable is
+        an error: restarting from scratch over them would silently throw its work away."""
         found = checkpoints(run_dir)
         for candidate in reversed(found):  # newest first
             try:
-                step, clock = self._resume(
-                    candidate, model, ema, optimizer, schedule, scaler, device
-                )
+                state.load(candidate, device)
             except (CheckpointError, TensorFileError, KeyError) as error:
                 if run.is_main:
                     print(f"cannot resume from {candidate} ({error}); trying the one before")
                 continue
             if run.is_main:
-                print(f"resuming from {candidate} at step {step}")
-            return step, clock, candidate
+                print(f"resuming from {candidate} at step {state.step}")
+            return candidate
         if found:
             raise TrainingError(
                 f"{run_dir}: none of its {len(found)} checkpoints can be read; move them away "
                 "to start afresh"
             )
-        return 0, 0.0, None
-
-    def _resume(
-        self,
-        path: Path,
-        model: nn.Module,
-        ema: EMA | None,
-        optimizer: Any,
-        schedule: Any,
-        scaler: Any,
-        device: torch.device,
-    ) -> tuple[int, float]:
-        load_weights(model, path)
-        if ema is not None:
-            load_weights(ema.model, path, ema=True)
-        state = load_state(path)
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng"])
-        if device.type == "cuda" and state["cuda_rng"]:
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
-        return int(state["step"]), float(state["train_seconds"])
+        return None
 
 
 class _Logger:
