@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm
+
+if TYPE_CHECKING:
+    from sharedflow.sharing import StepInput
 
 __all__ = ["GateEmbedding", "StepGates", "ZeroConv", "gated", "wn"]
 
@@ -61,8 +66,8 @@ class GateEmbedding:
 
     A weight-normed 1x1 conv per layer maps the step embedding ``e_k`` to ``b_l`` (2R channels),
     added to that layer's gate pre-activation; each step owns gates ``(n_gates, R)`` on the
-    residual branch. The net calls ``init_gate_embedding`` and reads ``StepInput.bias[l]`` and
-    ``StepInput.params.gate[l]``.
+    residual branch. The net calls ``init_gate_embedding``, and ``gate`` and ``gate_residual``
+    in each layer.
     """
 
     channels: int
@@ -90,5 +95,21 @@ class GateEmbedding:
         e = embedding.reshape(1, -1, 1)
         return torch.cat([conv(e) for conv in self.embedding_convs], dim=0).squeeze(-1)
 
+    def gate(self, a: Tensor, layer: int, step: StepInput | None) -> Tensor:
+        """Layer ``layer``'s gate ``tanh(a_1) sigmoid(a_2)`` of its pre-activation
+        ``(B, 2R, *positions)``, the step's bias ``b_l`` added first."""
+        if step is not None:
+            a = a + _per_channel(step.bias[layer], a)
+        return gated(a)
+
+    def gate_residual(self, res: Tensor, layer: int, step: StepInput | None) -> Tensor:
+        """The residual branch ``(B, R, *positions)`` times the step's own gates."""
+        return res if step is None else res * _per_channel(step.params.gate[layer], res)
+
     def drop_embedding_path(self) -> None:
         self.embedding_convs = nn.ModuleList()
+
+
+def _per_channel(values: Tensor, like: Tensor) -> Tensor:
+    """``(C,)`` shaped to broadcast over the channels of ``like`` ``(B, C, *positions)``."""
+    return values.view(1, -1, *([1] * (like.dim() - 2)))

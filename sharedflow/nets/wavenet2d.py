@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from sharedflow.core.bijection import Context
 from sharedflow.layers.autoregressive import CausalNet
-from sharedflow.nets.common import GateEmbedding, gated, wn
+from sharedflow.nets.common import GateEmbedding, wn
 from sharedflow.sharing import StepInput
 
 __all__ = ["WaveNet2D", "height_dilations"]
@@ -133,17 +133,13 @@ class WaveNet2D(GateEmbedding, CausalNet):
         self, layer: int, conv_out: Tensor, cond: Tensor, residual: Tensor, step: StepInput | None
     ) -> tuple[Tensor, Tensor]:
         """One gated layer after its dilated conv: returns ``(new residual, skip)``."""
-        a = conv_out + cond
-        if step is not None:
-            a = a + step.bias[layer].view(1, -1, 1, 1)
+        g = self.gate(conv_out + cond, layer, step)
         res_skip = self.res_skip[layer]
         if layer == len(self.res_skip) - 1:  # the last residual half is never used: skip only
             r = self.channels
-            return residual, F.conv2d(gated(a), res_skip.weight[r:], res_skip.bias[r:])
-        res, skip = F.conv2d(gated(a), res_skip.weight, res_skip.bias).chunk(2, dim=1)
-        if step is not None:
-            res = res * step.params.gate[layer].view(1, -1, 1, 1)
-        return (residual + res) * self.residual_scale, skip
+            return residual, F.conv2d(g, res_skip.weight[r:], res_skip.bias[r:])
+        res, skip = F.conv2d(g, res_skip.weight, res_skip.bias).chunk(2, dim=1)
+        return (residual + self.gate_residual(res, layer, step)) * self.residual_scale, skip
 
     def _pad(self, layer: int) -> tuple[int, int, int, int]:
         d, w = self.height_dilations[layer], self.width_dilations[layer]

@@ -18,7 +18,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from sharedflow.core.bijection import Context
-from sharedflow.nets.common import GateEmbedding, gated, wn
+from sharedflow.nets.common import GateEmbedding, wn
 from sharedflow.sharing import StepInput
 
 __all__ = ["WN", "wn_end", "wn_start"]
@@ -84,15 +84,10 @@ class WN(GateEmbedding, nn.Module):
         conds = self.cond_layer(context).chunk(self.n_layers, dim=1)
         skips = 0
         for i, (layer, cond) in enumerate(zip(self.in_layers, conds, strict=True)):
-            a = layer(h) + cond
-            if step is not None:
-                a = a + step.bias[i].view(1, -1, 1)
-            out = self.res_skip_layers[i](gated(a))
+            out = self.res_skip_layers[i](self.gate(layer(h) + cond, i, step))
             if i < self.n_layers - 1:
                 res, skip = out.chunk(2, dim=1)
-                if step is not None:
-                    res = res * step.params.gate[i].view(1, -1, 1)
-                h = h + res
+                h = h + self.gate_residual(res, i, step)
             else:
                 skip = out
             skips = skips + skip
