@@ -274,11 +274,9 @@ def _sample(args: argparse.Namespace) -> int:
             args.n,
             labels,
             temperature=args.temperature,
-            guidance=args.guidance,
-            attn_temp=args.attn_temp,
-            annealed=args.annealed,
             denoise=args.denoise,
             jacobi=jacobi,
+            **_guidance(args),
         )
     elapsed = time.perf_counter() - start
     grid = save_grid(result.images, out)
@@ -291,6 +289,13 @@ def _sample(args: argparse.Namespace) -> int:
         total = sum(map(sum, result.iterations))
         print(f"Jacobi iterations per block: {result.iterations} ({total} parallel passes)")
     return 0
+
+
+def _guidance(args: argparse.Namespace) -> dict[str, Any]:
+    """TarFlow's sampling options, the ones given (a model without them refuses any)."""
+    given = {"guidance": args.guidance, "attn_temp": args.attn_temp, "annealed": args.annealed}
+    defaults = {"guidance": 0.0, "attn_temp": 1.0, "annealed": False}
+    return {k: v for k, v in given.items() if v != defaults[k]}
 
 
 def _compare(args: argparse.Namespace) -> int:

@@ -22,7 +22,6 @@ from torch import Tensor, nn
 from sharedflow.core.flow import NormalizingFlow
 from sharedflow.core.metrics import METRICS, Metric, bits_per_dim
 from sharedflow.layers.solve import jacobi_inverse
-from sharedflow.nets.transformer import Guidance
 
 __all__ = ["ImageFlow", "Jacobi", "Samples"]
 
@@ -148,23 +147,15 @@ class ImageFlow(nn.Module):
             (grad,) = torch.autograd.grad(self.log_prob(x, labels).sum(), x)
         return (x + sigma**2 * grad).detach()
 
-    def check_sampling_options(self, guidance: float, jacobi: Jacobi | None) -> None:
-        """Refuse options this model would ignore: guidance needs a Transformer estimator,
-        the Jacobi inverse an autoregressive layer."""
-        from sharedflow.layers.autoregressive import AffineAutoregressive
-        from sharedflow.nets.transformer import CausalTransformer
-
-        if guidance and not any(isinstance(m, CausalTransformer) for m in self.modules()):
+    def sampling_context(self, labels: Tensor | None, **options: Any) -> Any:
+        """The context sampling passes to the flow: the labels. A model with sampling options
+        of its own (TarFlow's guidance) overrides this; here every option is refused."""
+        if options:
             raise ValueError(
-                f"guidance={guidance}: this model has no Transformer estimator to guide "
-                "(guidance is for TarFlow)"
+                f"{', '.join(f'{k}={v}' for k, v in options.items())}: this model has no "
+                "Transformer estimator to guide (guidance is for TarFlow)"
             )
-        if jacobi is not None and not any(
-            isinstance(m, AffineAutoregressive) for m in self.modules()
-        ):
-            raise ValueError(
-                "jacobi: this model has no autoregressive layer to invert in parallel"
-            )
+        return labels
 
     @torch.no_grad()
     def generate(
@@ -172,34 +163,38 @@ class ImageFlow(nn.Module):
         n: int,
         labels: Tensor | None = None,
         temperature: float = 1.0,
-        guidance: float = 0.0,
-        attn_temp: float = 1.0,
-        annealed: bool = False,
         denoise: bool = False,
         jacobi: Jacobi | None = None,
         max_tries: int = 5,
+        **options: Any,
     ) -> Samples:
         """Draw ``n`` images; rows that come out non-finite are drawn again.
 
         Args:
             labels: ``(n,)`` classes of a conditional model (None: the unconditional branch).
-            guidance: classifier-free guidance weight ``w`` (``h_c + w (h_c - h_u)``).
-            attn_temp: attention temperature of the unconditional branch (TarFlow's guidance
-                for unconditional models, with ``guidance != 0``).
-            annealed: ramp the guidance weight over the tokens.
             denoise: one score step ``x + sigma^2 grad log p(x)`` (noise-trained models).
             jacobi: invert the autoregressive layers by parallel iteration instead of the
                 sequential KV-cached inverse.
+            options: the model's own sampling options (``sampling_context``; TarFlow's
+                guidance).
         """
+        from sharedflow.layers.autoregressive import AffineAutoregressive
+
         self.check_labels(labels)
-        self.check_sampling_options(guidance, jacobi)
+        if jacobi is not None and not any(
+            isinstance(m, AffineAutoregressive) for m in self.modules()
+        ):
+            raise ValueError(
+                "jacobi: this model has no autoregressive layer to invert in parallel"
+            )
+        self.sampling_context(labels, **options)  # a refused option costs no sampling
         device = next(self.parameters()).device
         labels = None if labels is None else labels.to(device)
 
         def draw(rows: Tensor | None) -> tuple[Tensor, list[list[int]] | None]:
             sub = labels if rows is None or labels is None else labels[rows]
             count = n if rows is None else int(rows.sum())
-            context = Guidance(sub, guidance, attn_temp, annealed) if guidance else sub
+            context = self.sampling_context(sub, **options)
             if jacobi is None:
                 return self.flow.sample((count, *self.image_shape), context, temperature), None
             z = self.flow.base.sample((count, *self.image_shape), temperature)

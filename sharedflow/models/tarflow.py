@@ -14,7 +14,9 @@ body with per-block input and output projections) or nanoflow (plus block embedd
 
 from __future__ import annotations
 
-from torch import nn
+from typing import Any
+
+from torch import Tensor, nn
 
 from sharedflow.core import (
     Inverse,
@@ -27,10 +29,32 @@ from sharedflow.core.bijection import Bijection
 from sharedflow.layers import AffineAutoregressive, InverseAffine, Patchify, Shift, ShiftedOutput
 from sharedflow.layers.permute import reverse
 from sharedflow.models.image import ImageFlow
-from sharedflow.nets.transformer import CausalTransformer, zero_output
+from sharedflow.nets.transformer import CausalTransformer, Guidance, zero_output
 from sharedflow.sharing import Sharing, SharingMode, as_sharing
 
-__all__ = ["tarflow"]
+__all__ = ["TarFlow", "tarflow"]
+
+
+class TarFlow(ImageFlow):
+    """An ``ImageFlow`` whose estimators are causal Transformers, which sampling can guide."""
+
+    def sampling_context(
+        self,
+        labels: Tensor | None,
+        guidance: float = 0.0,
+        attn_temp: float = 1.0,
+        annealed: bool = False,
+        **options: Any,
+    ) -> Any:
+        """The labels, or with ``guidance`` a ``Guidance`` context (``nets.transformer``):
+
+        - ``guidance``: classifier-free guidance weight ``w`` (``h_c + w (h_c - h_u)``);
+        - ``attn_temp``: attention temperature of the unconditional branch (TarFlow's
+          guidance for unconditional models, with ``guidance != 0``);
+        - ``annealed``: ramp the guidance weight over the tokens.
+        """
+        super().sampling_context(labels, **options)  # any other option is refused
+        return Guidance(labels, guidance, attn_temp, annealed) if guidance else labels
 
 
 def tarflow(
@@ -47,7 +71,7 @@ def tarflow(
     label_drop: float = 0.1,
     sharing: Sharing | SharingMode = "independent",
     embedding_dim: int = 0,
-) -> ImageFlow:
+) -> TarFlow:
     """TarFlow; ``tarflow(64, 3, 2, 768, 8, 8)`` is the ImageNet-64 model (460,142,784).
 
     Args:
@@ -86,4 +110,4 @@ def tarflow(
     shape = (in_channels, image_size, image_size)
     base = StandardNormal(shape) if affine else RunningVarianceNormal(shape)
     flow = NormalizingFlow(Sequential(layers), base)
-    return ImageFlow(flow, shape, num_classes, 2.0, noise, noise_std, label_drop)
+    return TarFlow(flow, shape, num_classes, 2.0, noise, noise_std, label_drop)
