@@ -4,9 +4,12 @@ Train step: zero_grad, log-likelihood of audio (1, 16000) in [-1, 1] given mel (
 backward (no optimiser step), training form with weight norm. Synthesis: deploy form, no_grad,
 mel (1, 80, 87) -> 22,272 samples (about 1 s), temperature 0.6 for WaveGlow and 1.0 otherwise.
 Median and min over --repeats runs after one warm-up; each model runs in its own process so
-that peak memory (max RSS) is its own. Prints a Markdown table. The last column, "probe", is the
-rate of a fixed GEMM of WaveFlow's row-conv shape in the same dtype, measured around each run:
-shared VMs drift by up to ~2x, and figures compare only at similar probe rates.
+that peak memory (max RSS) is its own. Prints a Markdown table. "probe" is the rate of a fixed
+GEMM of WaveFlow's row-conv shape in the same dtype, measured around each run: shared VMs drift
+by up to ~2x, and figures compare only at similar probe rates. "GFLOP" is one step's (or one
+synthesis') matrix-product and convolution work as torch's FLOP counter counts it, and "achieved
+/ probe" that work per second of the median time as a fraction of the probe rate: how near the
+machine's own GEMM speed the model runs.
 
     python bench/audio.py                       # all models, CPU, 2 threads
     python bench/audio.py --device cuda --dtype bf16 --what synth --graph   # CUDA graph replay
@@ -66,6 +69,16 @@ def probe(device: torch.device, dtype: torch.dtype, repeats: int = 50) -> float:
     return 2 * 1392 * 576 * 128 / statistics.median(times) / 1e9
 
 
+def count_flops(fn) -> int:  # noqa: ANN001
+    """Floating-point operations of one call of ``fn``, as torch's FLOP counter sees them
+    (matrix products and convolutions, forward and backward: where the compute goes)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
 def describe(device: torch.device) -> str:
     """The hardware a figure belongs to: the GPU's name, or the CPU's capability."""
     if device.type == "cuda":
@@ -112,6 +125,7 @@ def run_one(
             loss.backward()
 
         times = _time(step, repeats, dev)
+        flops = count_flops(step)
         n_samples = batch * TRAIN_SAMPLES
     else:
         model = deploy(model).to(dev).to(cast)
@@ -123,6 +137,7 @@ def run_one(
             times = _time(lambda: decode(mel, temperature * z), repeats, dev)
         else:
             times = _time(lambda: model.synthesize(mel, temperature), repeats, dev)
+        flops = count_flops(lambda: model.synthesize(mel, temperature))
         n_samples = 256 * SYNTH_FRAMES
     peak = (
         torch.cuda.max_memory_allocated() / 2**20
@@ -130,6 +145,7 @@ def run_one(
         else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     )
     median = statistics.median(times)
+    rate = (rate + probe(dev, cast if what == "synth" else torch.float32)) / 2
     return {
         "model": name,
         "what": what,
@@ -141,7 +157,9 @@ def run_one(
         "khz": n_samples / median / 1000,
         "rtf": median / (n_samples / 22050),
         "peak_mb": peak,
-        "probe_gflops": (rate + probe(dev, cast if what == "synth" else torch.float32)) / 2,
+        "probe_gflops": rate,
+        "gflop": flops / 1e9,
+        "of_probe": flops / median / 1e9 / rate,
     }
 
 
@@ -174,9 +192,9 @@ def main() -> None:
         return
     print(
         "| model | what | device | dtype | params | median s (min) | kHz | RTF | peak MB "
-        "| probe GFLOP/s |"
+        "| probe GFLOP/s | GFLOP | achieved / probe |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name in args.models:
         for what in args.what:
             command = [
@@ -208,7 +226,8 @@ def main() -> None:
             print(
                 f"| {name} | {what} | {r['device']} | {dtype} | {r['params']:,} | "
                 f"{r['median_s']:.2f} ({r['min_s']:.2f}) | {r['khz']:.2f} | {r['rtf']:.2f} | "
-                f"{r['peak_mb']:.0f} | {r['probe_gflops']:.0f} |",
+                f"{r['peak_mb']:.0f} | {r['probe_gflops']:.0f} | {r['gflop']:.1f} | "
+                f"{r['of_probe']:.0%} |",
                 flush=True,
             )
 

@@ -46,13 +46,19 @@ def _time(
 
 
 def tarflow_cases(device: torch.device) -> dict[str, Callable[[], object]]:
+    """TarFlow small with the weights of the side-by-side harness (``ref_bench_image.py``), so
+    that both protocols time the same models: the unconditional model's output projections
+    drawn from N(0, 0.02^2) (their zero init would make every layer the identity), the
+    conditional model at its init."""
+    from sharedflow.nets.transformer import CausalTransformer
+
     torch.manual_seed(0)
     uncond = tarflow(32, 3, 4, 256, 4, 2).to(device)
+    for module in uncond.modules():
+        if isinstance(module, CausalTransformer) and module.proj_out is not None:
+            torch.nn.init.normal_(module.proj_out.weight, std=0.02)
+    torch.manual_seed(0)
     cond = tarflow(32, 3, 4, 256, 4, 2, num_classes=10).to(device)
-    for model in (uncond, cond):  # trained-looking weights: the zero init makes sampling trivial
-        with torch.no_grad():
-            for p in model.parameters():
-                p.add_(0.02 * torch.randn_like(p))
     x = ((torch.rand(8, 3, 32, 32) * 2 - 1) + 0.05 * torch.randn(8, 3, 32, 32)).to(device)
     labels = torch.arange(8, device=device)
     optimizer = torch.optim.AdamW(uncond.parameters(), lr=1e-4)
