@@ -21,6 +21,9 @@ sampling. Callers use these methods and never ask which kind of model they hold:
 
 from __future__ import annotations
 
+import statistics
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -28,7 +31,7 @@ from torch import Tensor
 
 from sharedflow.core.metrics import Metric
 
-__all__ = ["Task"]
+__all__ = ["Task", "median_seconds"]
 
 
 @runtime_checkable
@@ -55,3 +58,15 @@ class Task(Protocol):
     ) -> list[Path]: ...
 
     def speed(self, items: Any) -> tuple[float, str]: ...
+
+
+def median_seconds(run: Callable[[], object], repeats: int = 3) -> float:
+    """The median wall time of ``repeats`` calls of ``run`` after one warm-up call (a task's
+    ``speed``)."""
+    run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)

@@ -10,8 +10,6 @@ Evaluation always uses uniform dequantisation in float32, the reference protocol
 from __future__ import annotations
 
 import math
-import statistics
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -21,6 +19,7 @@ from torch import Tensor, nn
 
 from sharedflow.core.flow import NormalizingFlow
 from sharedflow.core.metrics import METRICS, Metric, bits_per_dim
+from sharedflow.core.task import median_seconds
 from sharedflow.layers.solve import jacobi_inverse
 
 __all__ = ["ImageFlow", "Jacobi", "Samples"]
@@ -252,10 +251,4 @@ class ImageFlow(nn.Module):
         """Sampling speed in images per second for a batch of 8; the median of three timed
         runs after a warm-up."""
         labels = torch.arange(8) % self.num_classes if self.num_classes else None
-        self.sample(8, labels)  # warm-up
-        times = []
-        for _ in range(3):
-            start = time.perf_counter()
-            self.sample(8, labels)
-            times.append(time.perf_counter() - start)
-        return 8 / statistics.median(times), "images/s"
+        return 8 / median_seconds(lambda: self.sample(8, labels)), "images/s"

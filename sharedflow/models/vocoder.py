@@ -8,7 +8,6 @@ synthesis from a mel of ``F`` frames writes ``hop * F`` samples.
 from __future__ import annotations
 
 import statistics
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from torch import Tensor, nn
 from sharedflow.audio.mel import MelSpectrogram
 from sharedflow.core.flow import NormalizingFlow
 from sharedflow.core.metrics import METRICS
+from sharedflow.core.task import median_seconds
 
 __all__ = ["Vocoder"]
 
@@ -208,13 +208,8 @@ class Vocoder(nn.Module):
         """Synthesis speed in kHz (samples per millisecond) for 1 s of the first held-out clip;
         the median of three timed runs after a warm-up."""
         mel = self.mel(clips[0][: self.sample_rate][None].to(self.mel.basis.device))
-        self.synthesize(mel)  # warm-up
-        times = []
-        for _ in range(3):
-            start = time.perf_counter()
-            n_samples = self.synthesize(mel).shape[-1]
-            times.append(time.perf_counter() - start)
-        return n_samples / 1000 / statistics.median(times), "kHz"
+        seconds = median_seconds(lambda: self.synthesize(mel))
+        return self.hop_length * mel.shape[-1] / 1000 / seconds, "kHz"
 
 
 def _count(items: Any, max_items: int | None) -> int:
