@@ -299,7 +299,8 @@ def _write_tables(
         lines += [
             f"Held out: {held_out.description if held_out else label}",
             "",
-            "| entry | params | deploy | " + " | ".join(m.name for m in columns)
+            "| entry | params | deploy | "
+            + " | ".join(m.name for m in columns)
             + " | train s | speed |",
             "|---" * (len(columns) + 5) + "|",
             *[_markdown_row(e, label, columns, marks) for e in entries],

@@ -149,6 +149,16 @@ class StepEstimator(nn.Module):
     def step(self, cache: Any, x_i: Tensor, i: int) -> Tensor:
         return self._head(self.net.step(cache, self._stem(x_i), i))
 
+    def scan_init(self, cache: Any) -> tuple[list[Tensor], list[Tensor]] | None:
+        scan_init = getattr(self.net, "scan_init", None)
+        return None if scan_init is None else scan_init(cache)
+
+    def scan_step(
+        self, cache: Any, state: list[Tensor], inputs: list[Tensor], x_i: Tensor
+    ) -> tuple[Tensor, list[Tensor]]:
+        h, state = self.net.scan_step(cache, state, inputs, self._stem(x_i))
+        return self._head(h), state
+
     @torch.no_grad()
     def to_deploy_form(self) -> None:
         """Store ``step_bias(e_k)`` and forget the embedding table (deploy form)."""

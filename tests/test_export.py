@@ -140,6 +140,28 @@ def test_vocoder_synthesis_exported_equals_pytorch(name: str, tmp_path: Path) ->
     }
     suffix = ".onnx" if name in ("waveflow", "waveglow") else ".pt2"
     _export_matches_torch(model, None, tmp_path / f"{name}{suffix}", inputs)
+    if name == "waveflow":  # the row loop is one ONNX loop per flow, not h copies of a row
+        import onnx
+
+        graph = onnx.load(str(tmp_path / f"{name}{suffix}")).graph
+        assert sum(node.op_type == "Scan" for node in graph.node) == VOCODERS[name]["n_flows"]
+
+
+@pytest.mark.parametrize("name", ["waveflow", "nanoflow", "nanoflow-decomp", "waveflow-parakeet"])
+def test_the_row_loop_as_a_scan_equals_the_loop(name: str) -> None:
+    """``AffineAutoregressive.scan``: the exported form of WaveFlow's inverse, row state carried
+    functionally, gives the cached loop's audio (ShiftedInput and ShiftedOutput layouts)."""
+    from sharedflow.layers.autoregressive import AffineAutoregressive
+
+    model = deploy(_perturbed(VOCODERS[name] | {"height": 4, "n_layers": 3, "dilation_cycle": 2}))
+    mel, z = torch.randn(2, 6, 5), torch.randn(2, model.hop_length * 5)
+    with torch.no_grad():
+        loop = model.decode(mel, z)
+        for layer in model.modules():
+            if isinstance(layer, AffineAutoregressive):
+                layer.scan = True
+        scanned = model.decode(mel, z)
+    torch.testing.assert_close(scanned, loop, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("name", sorted(IMAGES))

@@ -25,6 +25,7 @@ from sharedflow import __version__
 from sharedflow.audio.denoise import Denoiser
 from sharedflow.errors import first_line
 from sharedflow.export.graphs import BitsPerDim, ImageSampling, Synthesis
+from sharedflow.layers.autoregressive import AffineAutoregressive
 from sharedflow.models.vocoder import Vocoder
 from sharedflow.sharing import count_parameters, deploy
 
@@ -84,6 +85,9 @@ def build_graph(
         raise ExportError("--denoise is for vocoder synthesis")
     batch = torch.export.Dim("batch", min=1)
     if graph == "synthesize":
+        for layer in model.modules():  # WaveFlow's row loop: one scan, not h copies of a row
+            if isinstance(layer, AffineAutoregressive):
+                layer.scan = True
         denoiser = Denoiser(model) if denoise else None
         # The denoiser's STFT pads by reflection, which needs more than n_fft / 2 samples.
         fewest = model.mel.n_fft // 2 // model.hop_length + 2 if denoise else 2
@@ -188,7 +192,7 @@ def export(
     _check_out(out)
     if format == "onnx":
         _require("onnx", "onnxscript")
-    model = deploy(model).to(DTYPES[dtype])
+    model = deploy(model).to(DTYPES[dtype]).requires_grad_(False)  # an inference graph
     if isinstance(model, Vocoder):
         model.mel.float()  # the front end is not in the graph; keep it exact for the denoiser
     graph, spec = build_graph(model, graph, denoise)

@@ -4,7 +4,10 @@ Along axis ``dim`` of length ``L``: ``z_i = x_i exp(s_i) + t_i`` with
 ``(s_i, t_i) = param(g(x_{<i}, context)_i)`` for a strictly causal conditioner ``g``;
 ``log|det| = sum(s)``. ``forward`` is one parallel pass; ``inverse`` generates ``x_0, x_1, ...`` in
 order, each from the previous ones, through an explicit cache object that the conditioner fills
-(``init_cache`` then ``step`` per position), so nothing is recomputed over the prefix.
+(``init_cache`` then ``step`` per position), so nothing is recomputed over the prefix. A net
+that can also step without mutation (``scan_init``, ``scan_step``) lets the inverse run as one
+``torch`` scan over the positions (``AffineAutoregressive.scan``): an exported graph then holds
+one loop, not ``L`` copies of the step.
 
 A *causal* net ``f`` (``f(x)_i`` depends on ``x_{<=i}``) becomes strictly causal in one of two
 published ways, both wrappers here:
@@ -63,6 +66,18 @@ class CausalNet(nn.Module):
         cache.buffer.narrow(cache.dim, i, 1).copy_(x_i)
         return self(cache.buffer, cache.context, cache.step).narrow(cache.dim, i, 1)
 
+    def scan_init(self, cache: Any) -> tuple[list[Tensor], list[Tensor]] | None:
+        """The step as a scan: ``(state, inputs)``, the initial carry and the per-position
+        inputs stacked along a leading axis, for ``scan_step``; None when the net has no
+        such form (its inverse then runs as a loop)."""
+        return None
+
+    def scan_step(
+        self, cache: Any, state: list[Tensor], inputs: list[Tensor], x_i: Tensor
+    ) -> tuple[Tensor, list[Tensor]]:
+        """``step`` without mutation: the output for input ``x_i`` and the next state."""
+        raise NotImplementedError(f"{type(self).__name__} has no scan form")
+
 
 class ShiftedInput(nn.Module):
     """``g(x) = f(shift(x))``: the causal net sees the previous position (zeros at position 0)."""
@@ -87,6 +102,17 @@ class ShiftedInput(nn.Module):
         """Output for position ``i`` from ``x_{i-1}`` (``None`` at ``i = 0``, shaped ``like``)."""
         x_in = torch.zeros_like(like) if x_prev is None else x_prev
         return self.net.step(cache, x_in, i)
+
+    passes_first = False  # position 0 is generated from a zero input
+
+    def scan_init(self, cache: Any) -> tuple[list[Tensor], list[Tensor]] | None:
+        return self.net.scan_init(cache)
+
+    def scan_step(
+        self, cache: Any, state: list[Tensor], inputs: list[Tensor], x_prev: Tensor
+    ) -> tuple[Tensor, list[Tensor]]:
+        """Position ``i``'s output from ``x_{i-1}`` (zeros for ``i = 0``)."""
+        return self.net.scan_step(cache, state, inputs, x_prev)
 
 
 class ShiftedOutput(nn.Module):
@@ -130,6 +156,17 @@ class ShiftedOutput(nn.Module):
             return None
         return self.net.step(cache, x_prev, i - 1)
 
+    passes_first = True  # position 0 passes unchanged; the net's step j gives position j + 1
+
+    def scan_init(self, cache: Any) -> tuple[list[Tensor], list[Tensor]] | None:
+        return self.net.scan_init(cache)
+
+    def scan_step(
+        self, cache: Any, state: list[Tensor], inputs: list[Tensor], x_prev: Tensor
+    ) -> tuple[Tensor, list[Tensor]]:
+        """Position ``i + 1``'s output from ``x_i``."""
+        return self.net.scan_step(cache, state, inputs, x_prev)
+
 
 class AffineAutoregressive(Bijection):
     """Affine autoregressive transform along ``dim`` (see the module docstring).
@@ -157,8 +194,13 @@ class AffineAutoregressive(Bijection):
         log_scale, shift = self.param(self.conditioner(x, context), self.param_dim)
         return x * torch.exp(log_scale) + shift, sum_except_batch(log_scale)
 
+    scan = False  # run the inverse as one scan where the conditioner allows (export sets it)
+
     def inverse(self, z: Tensor, context: Context = None) -> tuple[Tensor, Tensor]:
         cache = self.conditioner.init_cache(z, context)
+        plan = self.conditioner.scan_init(cache) if self.scan else None
+        if plan is not None:
+            return self._inverse_scan(z, cache, *plan)
         rows: list[Tensor] = []
         logdet = z.new_zeros(z.shape[0])
         x_prev = None
@@ -174,6 +216,36 @@ class AffineAutoregressive(Bijection):
             rows.append(x_i)
             x_prev = x_i
         return torch.cat(rows, self.dim), logdet
+
+    def _inverse_scan(
+        self, z: Tensor, cache: Any, state: list[Tensor], inputs: list[Tensor]
+    ) -> tuple[Tensor, Tensor]:
+        """``inverse``'s loop as one ``torch`` scan over the positions: the carry is the last
+        position, the log-determinant and the conditioner's state; the same arithmetic as the
+        loop, in the same order."""
+        from torch._higher_order_ops import scan
+
+        d = self.dim
+        zs = z.movedim(d, 0)  # (L, B, ...): a position, without its axis
+        # The carry keeps one layout from step to step: every position contiguous.
+        first = (
+            zs[0].contiguous() if self.conditioner.passes_first else zs[0].new_zeros(zs[0].shape)
+        )
+
+        def combine(carry: list[Tensor], xs: list[Tensor]) -> tuple[list[Tensor], Tensor]:
+            x_prev, logdet, *state = carry
+            z_i, *inputs = xs
+            h, state = self.conditioner.scan_step(cache, state, inputs, x_prev.unsqueeze(d))
+            log_scale, shift = self.param(h, self.param_dim)
+            x_i = ((z_i.unsqueeze(d) - shift) * torch.exp(-log_scale)).squeeze(d).contiguous()
+            return [x_i, logdet - sum_except_batch(log_scale), *state], x_i.clone()
+
+        rest = zs[1:] if self.conditioner.passes_first else zs
+        carry = [first, z.new_zeros(z.shape[0]), *state]
+        (_, logdet, *_), rows = scan(combine, carry, [rest, *inputs])
+        if self.conditioner.passes_first:
+            rows = torch.cat([first[None], rows])
+        return rows.movedim(0, d), logdet
 
     @torch.no_grad()
     def inverse_jacobi(

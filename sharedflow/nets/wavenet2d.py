@@ -228,33 +228,77 @@ class WaveNet2D(GateEmbedding, CausalNet):
 
     def step(self, cache: RowCache, x_i: Tensor, i: int) -> Tensor:
         """Output row ``i`` from input row ``x_i (B, C_in, 1, W)``: ``(B, R, 1, W)``."""
-        r, k, scale = self.channels, self.kernel_size - 1, self.residual_scale
-        n = len(self.convs)
-        batch, width = x_i.shape[0], x_i.shape[-1]
         context = cache.context[:, i].flatten(0, 1)  # (B W, C_c)
-        front = F.linear(
-            x_i[:, :, 0].transpose(1, 2), self.front.weight[:, :, 0, 0], self.front.bias
-        )
-        ring, slot = self._slot(cache.rings[0], i)
-        ring[:, slot].copy_(front)
+        row = self._front_row(x_i)
         gates = []
-        for layer in range(n):
-            w = self.width_dilations[layer]
-            a = F.conv2d(
-                ring.permute(0, 3, 1, 2),
-                cache.conv_weights[layer][slot],
-                cache.conv_biases[layer],
-                dilation=(1, w),
-                padding=(0, w * k // 2),
-            )  # (B, 2R, 1, W), channels-last: the reshape is a view
-            a = a.permute(0, 2, 3, 1).reshape(-1, 2 * r)
-            a = a.addmm_(context, cache.context_weights[layer]).sigmoid_()
-            gates.append(torch.addcmul(a[:, r:], a[:, :r], a[:, r:], value=-2.0))
-            if layer < n - 1:
-                res = F.linear(gates[-1], cache.res_weights[layer], cache.res_biases[layer])
-                res = res.view(batch, width, r).add_(ring[:, slot], alpha=scale)
-                ring, slot = self._slot(cache.rings[layer + 1], i)
-                ring[:, slot].copy_(res)
+        for layer, rings in enumerate(cache.rings):
+            ring, slot = self._slot(rings, i)
+            ring[:, slot].copy_(row)
+            window = ring.permute(0, 3, 1, 2)  # rows i - k d .. i, rotated by the slot
+            weight = cache.conv_weights[layer][slot]
+            gates.append(self._gate_row(cache, layer, window, weight, context))
+            if layer < len(cache.rings) - 1:
+                row = self._residual_row(cache, layer, gates[-1], ring[:, slot])
+        return self._skip_row(cache, gates, x_i)
+
+    def scan_init(self, cache: RowCache) -> tuple[list[Tensor], list[Tensor]]:
+        """The row loop as a scan (how ``AffineAutoregressive`` exports it): ``(state, inputs)``.
+
+        The state holds each layer's last ``k d + 1`` input rows, oldest first,
+        ``(B, k d + 1, W, R)`` (zeros before row 0); the per-row input is the context row,
+        stacked along a leading row axis, ``(h, B, W, C_c)``.
+        """
+        b, _, w, _ = cache.context.shape
+        k = self.kernel_size - 1
+        state = [
+            cache.context.new_zeros(b, k * d + 1, w, self.channels) for d in self.height_dilations
+        ]
+        return state, [cache.context.transpose(0, 1)]
+
+    def scan_step(
+        self, cache: RowCache, state: list[Tensor], inputs: list[Tensor], x_i: Tensor
+    ) -> tuple[Tensor, list[Tensor]]:
+        """``step`` without mutation: the output row ``(B, R, 1, W)`` from input row
+        ``x_i (B, C_in, 1, W)``, the state and the context row; and the next state."""
+        k = self.kernel_size - 1
+        context = inputs[0].flatten(0, 1)  # (B W, C_c)
+        row = self._front_row(x_i)
+        gates, registers = [], []
+        for layer, (register, d) in enumerate(zip(state, self.height_dilations, strict=True)):
+            register = torch.cat([register[:, 1:], row[:, None]], 1)
+            registers.append(register)
+            window = register[:, ::d].permute(0, 3, 1, 2)  # rows i - k d, ..., i - d, i
+            weight = cache.conv_weights[layer][k]  # the rotation by K: the conv as trained
+            gates.append(self._gate_row(cache, layer, window, weight, context))
+            if layer < len(state) - 1:
+                row = self._residual_row(cache, layer, gates[-1], row)
+        return self._skip_row(cache, gates, x_i), registers
+
+    # -- one row, channels-last (B, W, C) ------------------------------------------------------
+    def _front_row(self, x_i: Tensor) -> Tensor:
+        """The input row ``(B, C_in, 1, W)`` through the 1x1 front conv: ``(B, W, R)``."""
+        weight, bias = self.front.weight[:, :, 0, 0], self.front.bias
+        return F.linear(x_i[:, :, 0].transpose(1, 2), weight, bias)
+
+    def _gate_row(
+        self, cache: RowCache, layer: int, window: Tensor, weight: Tensor, context: Tensor
+    ) -> Tensor:
+        """Layer ``layer``'s gate output ``(B W, R)`` for one row, from the conv's input rows
+        ``window (B, R, K, W)`` and the context row ``(B W, C_c)``; the weights are the
+        rewritten ones (``init_cache``), so the gate is one sigmoid and one ``addcmul``."""
+        r, k, w = self.channels, self.kernel_size - 1, self.width_dilations[layer]
+        bias = cache.conv_biases[layer]
+        a = F.conv2d(window, weight, bias, dilation=(1, w), padding=(0, w * k // 2))
+        a = a.permute(0, 2, 3, 1).reshape(-1, 2 * r)  # channels-last: a view
+        a = a.addmm_(context, cache.context_weights[layer]).sigmoid_()
+        return torch.addcmul(a[:, r:], a[:, :r], a[:, r:], value=-2.0)
+
+    def _residual_row(self, cache: RowCache, layer: int, gate: Tensor, row: Tensor) -> Tensor:
+        """The next layer's input row ``(B, W, R)``: ``s row + s gate_l (V_l g + b)``."""
+        res = F.linear(gate, cache.res_weights[layer], cache.res_biases[layer])
+        return res.view(row.shape).add_(row, alpha=self.residual_scale)
+
+    def _skip_row(self, cache: RowCache, gates: list[Tensor], x_i: Tensor) -> Tensor:
+        """The output row ``(B, R, 1, W)``: every layer's skip projection, as one GEMM."""
         skips = F.linear(torch.cat(gates, -1), cache.skip_weight, cache.skip_bias)
-        skips = skips.view(batch, width, r)
-        return skips.transpose(1, 2).unsqueeze(2)
+        return skips.view(x_i.shape[0], x_i.shape[-1], self.channels).transpose(1, 2).unsqueeze(2)
