@@ -124,7 +124,8 @@ def _parse_value(value: str) -> Any:
 
 
 def _precision(args: argparse.Namespace, stream: Any = None) -> str:
-    """The precision ``--dtype`` asks for here (``auto``: bf16 only where native), said once."""
+    """The precision ``--dtype`` asks for here (``auto``: bf16 only where native and measured
+    faster than fp32), said once."""
     from sharedflow.precision import Capabilities, choose
 
     capabilities = Capabilities.detect(args.device)
@@ -471,8 +472,8 @@ def _parser() -> argparse.ArgumentParser:
             "--dtype",
             choices=["auto", *DTYPES],
             default="auto",
-            help=f"{what}; auto (default): bf16 where it is native (a CPU with AVX512-BF16 "
-            "or AMX, CUDA 8.0+), else fp32",
+            help=f"{what}; auto (default): bf16 where it is native (CUDA 8.0+, or a CPU with "
+            "AVX512-BF16 or AMX where a GEMM probe finds it faster than fp32), else fp32",
         )
 
     evaluate = command("evaluate", "held-out test LL (audio) or bits per dim (images)", _evaluate)

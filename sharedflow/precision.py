@@ -1,13 +1,20 @@
-"""Which precision runs fast here: bf16 only where the hardware has it natively.
+"""Which precision runs fast here: bf16 only where the hardware has it natively, and is fast.
 
 A CPU without AVX512-BF16 or AMX emulates bf16 arithmetic, which makes a bf16 flow several
-times slower than fp32 (measured: about 6x on an AVX2-only Zen 3). ``choose`` is a pure
-function of the reported ``Capabilities``, so every branch can be tested on any machine.
+times slower than fp32 (measured: about 6x on an AVX2-only Zen 3). The flag is not enough
+either: an Intel Xeon VM that reports AVX512-BF16 ran bf16 GEMMs at 0.55x its fp32 rate and
+every vocoder's bf16 synthesis 1.1-1.6x slower than fp32. So on a CPU ``Capabilities.detect``
+also measures one GEMM of WaveFlow's row-conv shape in both precisions (about 50 ms, once per
+process), and bf16 counts as fast only where it beats fp32 there. ``choose`` is a pure function
+of the reported ``Capabilities``, so every branch can be tested on any machine.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import statistics
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,29 +42,62 @@ class Capabilities:
         cpu_capability: ``torch.backends.cpu.get_cpu_capability()`` (``AVX2``, ``AVX512``, ...).
         cpu_flags: the CPU's feature flags (``/proc/cpuinfo``), e.g. ``amx_bf16``.
         cuda_capability: the CUDA device's compute capability, or None on the CPU.
+        bf16_speedup: on a CPU with native bf16, the measured bf16 GEMM rate over the fp32
+            rate (``bf16_gemm_speedup``); None when not measured.
     """
 
     cpu_capability: str
     cpu_flags: frozenset[str]
     cuda_capability: tuple[int, int] | None = None
+    bf16_speedup: float | None = None
 
     @classmethod
     def detect(cls, device: torch.device | str = "cpu") -> Capabilities:
         device = torch.device(device)
         cuda = torch.cuda.get_device_capability(device) if device.type == "cuda" else None
-        return cls(torch.backends.cpu.get_cpu_capability(), _cpu_flags(), cuda)
+        flags = _cpu_flags()
+        measured = cuda is None and bool(NATIVE_BF16_FLAGS & flags)
+        speedup = bf16_gemm_speedup(torch.get_num_threads()) if measured else None
+        return cls(torch.backends.cpu.get_cpu_capability(), flags, cuda, speedup)
 
     def native_bf16(self) -> bool:
         if self.cuda_capability is not None:
             return self.cuda_capability >= (8, 0)
         return bool(NATIVE_BF16_FLAGS & self.cpu_flags)
 
+    def fast_bf16(self) -> bool:
+        """Native, and on a CPU not measured slower than fp32."""
+        slow = self.bf16_speedup is not None and self.bf16_speedup < 1.0
+        return self.native_bf16() and not (self.cuda_capability is None and slow)
+
     def describe(self) -> str:
         if self.cuda_capability is not None:
             major, minor = self.cuda_capability
             return f"CUDA compute capability {major}.{minor}"
         native = sorted(NATIVE_BF16_FLAGS & self.cpu_flags)
-        return f"CPU {self.cpu_capability}, native bf16: {', '.join(native) or 'none'}"
+        measured = (
+            "" if self.bf16_speedup is None else f" (bf16 GEMM at {self.bf16_speedup:.2f}x fp32)"
+        )
+        return f"CPU {self.cpu_capability}, native bf16: {', '.join(native) or 'none'}{measured}"
+
+
+@functools.lru_cache(maxsize=4)
+def bf16_gemm_speedup(threads: int) -> float:
+    """The bf16 over the fp32 rate of ``(1392, 576) @ (576, 128)`` (one WaveFlow h16-r64 row
+    conv as a GEMM) on the CPU: the median of 20 timed products each, after 3 warm-ups."""
+    del threads  # the cache key: the rate depends on the thread count
+    seconds = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        a, b = torch.randn(1392, 576).to(dtype), torch.randn(576, 128).to(dtype)
+        for _ in range(3):
+            a @ b
+        times = []
+        for _ in range(20):
+            start = time.perf_counter()
+            a @ b
+            times.append(time.perf_counter() - start)
+        seconds[dtype] = statistics.median(times)
+    return seconds[torch.float32] / seconds[torch.bfloat16]
 
 
 def _cpu_flags() -> frozenset[str]:
@@ -74,17 +114,23 @@ def _cpu_flags() -> frozenset[str]:
 def choose(requested: str, capabilities: Capabilities) -> tuple[str, str | None]:
     """The precision to run (``fp32``, ``bf16`` or ``fp16``) and a warning, or None.
 
-    ``auto`` picks bf16 where it is native (CUDA 8.0+, a CPU with AVX512-BF16 or AMX) and
-    fp32 elsewhere. An explicit half precision without hardware support runs, with a warning.
+    ``auto`` picks bf16 where it is native (CUDA 8.0+, a CPU with AVX512-BF16 or AMX) and not
+    measured slower than fp32, and fp32 elsewhere. An explicit half precision without hardware
+    support, or measured slower, runs, with a warning.
     """
     if requested not in PRECISIONS:
         raise ValueError(f"precision {requested!r}: expected one of {', '.join(PRECISIONS)}")
     on_cuda = capabilities.cuda_capability is not None
     if requested == "auto":
-        return ("bf16" if capabilities.native_bf16() else "fp32"), None
+        return ("bf16" if capabilities.fast_bf16() else "fp32"), None
     if requested == "bf16" and not capabilities.native_bf16():
         return "bf16", (
             f"bf16 is emulated here ({capabilities.describe()}) and slower than fp32; "
+            "--dtype auto picks the faster one"
+        )
+    if requested == "bf16" and not capabilities.fast_bf16():
+        return "bf16", (
+            f"bf16 measured slower than fp32 here ({capabilities.describe()}); "
             "--dtype auto picks the faster one"
         )
     if requested == "fp16" and not on_cuda:

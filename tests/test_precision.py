@@ -1,4 +1,4 @@
-"""``--dtype auto`` and ``trainer.precision=auto``: bf16 only where it is native."""
+"""``--dtype auto`` and ``trainer.precision=auto``: bf16 only where it is native and fast."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ AVX2 = Capabilities("AVX2", frozenset({"avx2", "fma"}))
 AVX512 = Capabilities("AVX512", frozenset({"avx2", "avx512f", "avx512bw"}))
 SAPPHIRE_RAPIDS = Capabilities("AVX512", frozenset({"avx512f", "avx512_bf16", "amx_bf16"}))
 COOPER_LAKE = Capabilities("AVX512", frozenset({"avx512f", "avx512_bf16"}))
+SLOW_BF16 = Capabilities("AVX512", frozenset({"avx512f", "avx512_bf16"}), None, 0.55)
+FAST_BF16 = Capabilities("AVX512", frozenset({"avx512f", "avx512_bf16"}), None, 4.0)
 V100 = Capabilities("AVX2", frozenset(), (7, 0))
 A100 = Capabilities("AVX2", frozenset(), (8, 0))
 
@@ -18,7 +20,7 @@ A100 = Capabilities("AVX2", frozenset(), (8, 0))
 @pytest.mark.parametrize(
     ("capabilities", "expected"),
     [(AVX2, "fp32"), (AVX512, "fp32"), (SAPPHIRE_RAPIDS, "bf16"), (COOPER_LAKE, "bf16"),
-     (V100, "fp32"), (A100, "bf16")],
+     (SLOW_BF16, "fp32"), (FAST_BF16, "bf16"), (V100, "fp32"), (A100, "bf16")],
 )  # fmt: skip
 def test_auto_picks_bf16_only_where_it_is_native(
     capabilities: Capabilities, expected: str
@@ -34,6 +36,9 @@ def test_explicit_half_precision_without_hardware_support_warns() -> None:
     assert "emulated" in choose("fp16", AVX512)[1]
     assert choose("fp16", V100) == ("fp16", None)
     assert choose("fp32", AVX2) == ("fp32", None)
+    dtype, warning = choose("bf16", SLOW_BF16)  # the flag, but measured slower than fp32
+    assert dtype == "bf16" and "measured slower" in warning and "0.55x fp32" in warning
+    assert choose("bf16", FAST_BF16) == ("bf16", None)
     with pytest.raises(ValueError, match="expected one of auto, fp32, bf16, fp16"):
         choose("fp8", AVX2)
 
@@ -41,7 +46,10 @@ def test_explicit_half_precision_without_hardware_support_warns() -> None:
 def test_this_machine_is_described() -> None:
     detected = Capabilities.detect("cpu")
     assert detected.cpu_capability in detected.describe()
-    assert choose("auto", detected)[0] == ("bf16" if detected.native_bf16() else "fp32")
+    assert choose("auto", detected)[0] == ("bf16" if detected.fast_bf16() else "fp32")
+    assert (detected.bf16_speedup is not None) == (
+        detected.native_bf16() and detected.cuda_capability is None
+    )
 
 
 def test_autocast_runs_products_in_the_chosen_precision_and_fp32_changes_nothing() -> None:
