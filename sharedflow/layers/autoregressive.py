@@ -79,16 +79,35 @@ class CausalNet(nn.Module):
         raise NotImplementedError(f"{type(self).__name__} has no scan form")
 
 
-class ShiftedInput(nn.Module):
-    """``g(x) = f(shift(x))``: the causal net sees the previous position (zeros at position 0)."""
+class _Shifted(nn.Module):
+    """What the two wrappers share: the net's axis, and its scan form. ``passes_first``: whether
+    position 0 passes unchanged (then the net's step ``j`` gives position ``j + 1``)."""
 
-    def __init__(self, net: CausalNet) -> None:
-        super().__init__()
-        self.net = net
+    net: CausalNet
+    passes_first: bool
 
     @property
     def dim(self) -> int:
         return self.net.dim
+
+    def scan_init(self, cache: Any) -> tuple[list[Tensor], list[Tensor]] | None:
+        return self.net.scan_init(cache)
+
+    def scan_step(
+        self, cache: Any, state: list[Tensor], inputs: list[Tensor], x_prev: Tensor
+    ) -> tuple[Tensor, list[Tensor]]:
+        """The net's output for the position after ``x_prev``, and the next state."""
+        return self.net.scan_step(cache, state, inputs, x_prev)
+
+
+class ShiftedInput(_Shifted):
+    """``g(x) = f(shift(x))``: the causal net sees the previous position (zeros at position 0)."""
+
+    passes_first = False
+
+    def __init__(self, net: CausalNet) -> None:
+        super().__init__()
+        self.net = net
 
     def forward(self, x: Tensor, context: Context = None) -> Tensor:
         length = x.shape[self.dim]
@@ -103,19 +122,8 @@ class ShiftedInput(nn.Module):
         x_in = torch.zeros_like(like) if x_prev is None else x_prev
         return self.net.step(cache, x_in, i)
 
-    passes_first = False  # position 0 is generated from a zero input
 
-    def scan_init(self, cache: Any) -> tuple[list[Tensor], list[Tensor]] | None:
-        return self.net.scan_init(cache)
-
-    def scan_step(
-        self, cache: Any, state: list[Tensor], inputs: list[Tensor], x_prev: Tensor
-    ) -> tuple[Tensor, list[Tensor]]:
-        """Position ``i``'s output from ``x_{i-1}`` (zeros for ``i = 0``)."""
-        return self.net.scan_step(cache, state, inputs, x_prev)
-
-
-class ShiftedOutput(nn.Module):
+class ShiftedOutput(_Shifted):
     """``g(x) = [0, f(x_{:-1})]``: position 0 gets zero parameters (the identity for ``exp``).
 
     Args:
@@ -124,14 +132,12 @@ class ShiftedOutput(nn.Module):
             that position ``i``'s output still sees context ``i``; ``None`` for unaligned contexts.
     """
 
+    passes_first = True
+
     def __init__(self, net: CausalNet, context_dim: int | None = None) -> None:
         super().__init__()
         self.net = net
         self.context_dim = context_dim
-
-    @property
-    def dim(self) -> int:
-        return self.net.dim
 
     def _tail_context(self, context: Context, length: int) -> Context:
         """The context of positions ``1 .. length - 1``, aligned with the outputs."""
@@ -155,17 +161,6 @@ class ShiftedOutput(nn.Module):
         if x_prev is None:
             return None
         return self.net.step(cache, x_prev, i - 1)
-
-    passes_first = True  # position 0 passes unchanged; the net's step j gives position j + 1
-
-    def scan_init(self, cache: Any) -> tuple[list[Tensor], list[Tensor]] | None:
-        return self.net.scan_init(cache)
-
-    def scan_step(
-        self, cache: Any, state: list[Tensor], inputs: list[Tensor], x_prev: Tensor
-    ) -> tuple[Tensor, list[Tensor]]:
-        """Position ``i + 1``'s output from ``x_i``."""
-        return self.net.scan_step(cache, state, inputs, x_prev)
 
 
 class AffineAutoregressive(Bijection):
