@@ -236,15 +236,15 @@ class ImageFlow(nn.Module):
         self, out_dir: Path, stem: str, items: Any, temperature: float | None = None
     ) -> list[Path]:
         """``<stem>.png``, a grid of 16 samples (class ``i % num_classes`` in cell ``i`` of a
-        conditional model), and once ``real.png``, the first 16 held-out images."""
+        conditional model), and ``real.png``, the first 16 held-out images."""
         from sharedflow.data.images import save_grid
 
         t = 1.0 if temperature is None else temperature
-        written = [self.write_sample_grid(out_dir / f"{stem}.png", t)]
-        if not (out_dir / "real.png").exists():
-            real = torch.stack([items[i][0] for i in range(min(16, len(items)))])
-            written.append(save_grid(real, out_dir / "real.png"))
-        return written
+        real = torch.stack([items[i][0] for i in range(min(16, len(items)))])
+        return [
+            self.write_sample_grid(out_dir / f"{stem}.png", t),
+            save_grid(real, out_dir / "real.png"),
+        ]
 
     @torch.no_grad()
     def speed(self, items: Any) -> tuple[float, str]:

@@ -188,20 +188,18 @@ class Vocoder(nn.Module):
         self, out_dir: Path, stem: str, clips: Any, temperature: float | None = None
     ) -> list[Path]:
         """The first held-out clip (up to 4 s) resynthesised: ``<stem>.wav``, and ``<stem>.png``,
-        its spectrogram against the original, which is written once as ``original.wav``.
+        its spectrogram against the original, which is written as ``original.wav``.
         Samples beyond full scale are reported (``audio.io.write_wav``)."""
         from sharedflow.audio.io import write_wav
         from sharedflow.audio.spectrogram import plot_spectrograms
 
         clip = clips[0][: 4 * self.sample_rate].float()
         audio = self.resynthesize(clip[None], temperature)[0].float().cpu()
-        written = [write_wav(out_dir / f"{stem}.wav", audio, self.sample_rate)]
-        if not (out_dir / "original.wav").exists():
-            written.append(write_wav(out_dir / "original.wav", clip, self.sample_rate))
-        written.append(
-            plot_spectrograms(clip, audio, self.sample_rate, stem, out_dir / f"{stem}.png")
-        )
-        return written
+        return [
+            write_wav(out_dir / f"{stem}.wav", audio, self.sample_rate),
+            write_wav(out_dir / "original.wav", clip, self.sample_rate),
+            plot_spectrograms(clip, audio, self.sample_rate, stem, out_dir / f"{stem}.png"),
+        ]
 
     @torch.no_grad()
     def speed(self, clips: Any) -> tuple[float, str]:
