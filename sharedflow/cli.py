@@ -128,7 +128,7 @@ def _precision(args: argparse.Namespace, stream: Any = None) -> str:
     faster than fp32), said once."""
     from sharedflow.precision import Capabilities, choose
 
-    capabilities = Capabilities.detect(args.device)
+    capabilities = Capabilities.detect(args.device, measure=args.dtype in ("auto", "bf16"))
     precision, warning = choose(args.dtype, capabilities)
     if warning:
         print(f"warning: {warning}", file=sys.stderr)

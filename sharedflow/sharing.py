@@ -150,8 +150,7 @@ class StepEstimator(nn.Module):
         return self._head(self.net.step(cache, self._stem(x_i), i))
 
     def scan_init(self, cache: Any) -> tuple[list[Tensor], list[Tensor]] | None:
-        scan_init = getattr(self.net, "scan_init", None)
-        return None if scan_init is None else scan_init(cache)
+        return self.net.scan_init(cache)
 
     def scan_step(
         self, cache: Any, state: list[Tensor], inputs: list[Tensor], x_i: Tensor

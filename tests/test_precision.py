@@ -67,3 +67,14 @@ def test_auto_is_the_default_precision_of_every_inference_command(command: str) 
     extra = {"sample": ["--out", "x.png"], "evaluate": [], "synthesize": ["in.wav", "--out", "o"]}
     args = _parser().parse_args([command, "run", *extra[command]])
     assert args.dtype == "auto"
+
+
+def test_the_probe_draws_nothing_from_the_global_rng_and_runs_only_when_asked() -> None:
+    from sharedflow.precision import bf16_gemm_speedup
+
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    assert bf16_gemm_speedup.__wrapped__(torch.get_num_threads()) > 0
+    assert torch.equal(torch.rand(3), expected)  # a seeded run does not depend on the machine
+    assert Capabilities.detect("cpu", measure=False).bf16_speedup is None

@@ -7,6 +7,7 @@ synthesis from a mel of ``F`` frames writes ``hop * F`` samples.
 
 from __future__ import annotations
 
+import math
 import statistics
 from pathlib import Path
 from typing import Any
@@ -215,7 +216,7 @@ def _count(items: Any, max_items: int | None) -> int:
 
 
 def _finite_mean(values: list[float]) -> float:
-    finite = [v for v in values if v == v and abs(v) != float("inf")]
+    finite = [v for v in values if math.isfinite(v)]
     return statistics.fmean(finite) if finite else float("nan")
 
 

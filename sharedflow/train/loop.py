@@ -159,7 +159,8 @@ class Trainer:
         device: torch.device,
     ) -> dict[str, Any]:
         model.to(device)
-        precision, warning = choose(self.precision, Capabilities.detect(device))
+        measure = self.precision in ("auto", "bf16")  # fp32 or fp16 asks no probe
+        precision, warning = choose(self.precision, Capabilities.detect(device, measure))
         if warning and run.is_main:
             warnings.warn(f"trainer.precision={self.precision}: {warning}", stacklevel=2)
         optimizer = _build("optim", make_optimizer, model.parameters())
