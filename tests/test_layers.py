@@ -95,6 +95,25 @@ def test_wavenet2d_row_cache_equals_full_forward(dilations: list[int], kernel_si
         assert torch.allclose(reference, full[:, :, i : i + 1], atol=1e-12)
 
 
+def test_wavenet2d_width_dilations_wider_than_the_input_equal_the_padded_conv() -> None:
+    """Width 3, width dilations 1..8: layers 2 and 3 take the centre-column conv, which must
+    equal the zero-padded dilated conv, in the full pass and row by row."""
+    torch.manual_seed(0)
+    net = WaveNet2D(1, 3, 4, 4, [1, 2, 1, 2]).double()
+    x, mel = torch.randn(2, 1, 6, 3).double(), torch.randn(2, 3, 6, 3).double()
+    fast = net(x, mel)
+
+    def padded(layer: int, r: torch.Tensor) -> torch.Tensor:
+        d, w = net.height_dilations[layer], net.width_dilations[layer]
+        return net.convs[layer](F.pad(r, (w, w, 2 * d, 0)))
+
+    net._conv = padded
+    assert torch.allclose(fast, net(x, mel), atol=1e-12)
+    cache = net.init_cache(x, mel)
+    for i in range(6):
+        assert torch.allclose(net.step(cache, x[:, :, i : i + 1], i), fast[:, :, i : i + 1])
+
+
 def test_actnorm_initialises_from_data_once_and_the_flag_is_saved() -> None:
     layer = sf.ActNorm(3)
     x = torch.randn(64, 3, 4, 4) * 3 + 2

@@ -105,3 +105,13 @@ def test_data_at_another_rate_than_the_model_is_refused(tmp_path: Path) -> None:
     ):
         train("audio/waveflow-tiny", [f"run_dir={tmp_path}", "data.sample_rate=16000"])
     assert not (tmp_path / "config.yaml").exists()
+
+
+def test_clips_cut_off_the_model_fold_are_refused_before_training(tmp_path: Path) -> None:
+    """128 rows with hop 64: held-out clips cut to multiples of 64 would fail at validation."""
+    with pytest.raises(RecipeError, match=r"data.length_multiple=64 .* multiple of 128"):
+        train(
+            "audio/waveflow-tiny",
+            [f"run_dir={tmp_path}", "model.height=128", "model.hop_length=64"],
+        )
+    assert not list(tmp_path.glob("ckpt-*"))

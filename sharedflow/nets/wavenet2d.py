@@ -141,17 +141,26 @@ class WaveNet2D(GateEmbedding, CausalNet):
         res, skip = F.conv2d(g, res_skip.weight, res_skip.bias).chunk(2, dim=1)
         return (residual + self.gate_residual(res, layer, step)) * self.residual_scale, skip
 
-    def _pad(self, layer: int) -> tuple[int, int, int, int]:
+    def _conv(self, layer: int, r: Tensor) -> Tensor:
+        """Layer ``layer``'s dilated conv of ``r (B, R, h, W)``, causal in height.
+
+        When the width dilation is at least ``W``, the off-centre width taps read only the
+        zero padding: the conv is then exactly its centre column, a ``K x 1`` conv, which
+        skips the padded work (short segments, deep layers)."""
+        conv = self.convs[layer]
         d, w = self.height_dilations[layer], self.width_dilations[layer]
         k = self.kernel_size - 1
-        return (w * k // 2, w * k // 2, d * k, 0)  # (left, right, top, bottom)
+        if w >= r.shape[-1]:
+            weight = conv.weight[..., k // 2 : k // 2 + 1]
+            return F.conv2d(F.pad(r, (0, 0, d * k, 0)), weight, conv.bias, dilation=(d, 1))
+        return conv(F.pad(r, (w * k // 2, w * k // 2, d * k, 0)))  # (left, right, top, bottom)
 
     def forward(self, x: Tensor, context: Context = None, step: StepInput | None = None) -> Tensor:
         """``(B, C_in, h, W), (B, C_c, h, W) -> (B, R, h, W)``."""
         r = self.front(x)
         skips = 0
         for layer, cond in enumerate(self.context_terms(context)):
-            conv_out = self.convs[layer](F.pad(r, self._pad(layer)))
+            conv_out = self._conv(layer, r)
             r, skip = self._layer(layer, conv_out, cond, r, step)
             skips = skips + skip
         return skips
@@ -288,7 +297,10 @@ class WaveNet2D(GateEmbedding, CausalNet):
         rewritten ones (``init_cache``), so the gate is one sigmoid and one ``addcmul``."""
         r, k, w = self.channels, self.kernel_size - 1, self.width_dilations[layer]
         bias = cache.conv_biases[layer]
-        a = F.conv2d(window, weight, bias, dilation=(1, w), padding=(0, w * k // 2))
+        if w >= window.shape[-1]:  # only the centre column sees the row (see ``_conv``)
+            a = F.conv2d(window, weight[..., k // 2 : k // 2 + 1], bias)
+        else:
+            a = F.conv2d(window, weight, bias, dilation=(1, w), padding=(0, w * k // 2))
         a = a.permute(0, 2, 3, 1).reshape(-1, 2 * r)  # channels-last: a view
         a = a.addmm_(context, cache.context_weights[layer]).sigmoid_()
         return torch.addcmul(a[:, r:], a[:, :r], a[:, r:], value=-2.0)

@@ -27,6 +27,7 @@ def fit(cfg: DictConfig) -> Path:
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     torch.manual_seed(cfg.trainer.seed)
     model = build(cfg.model)
+    _check_fold(model, cfg.data)
     data = build(cfg.data)
     trainer = build(cfg.trainer)
     trainer.fit(model, data, build(cfg.optim), build(cfg.schedule), run_dir, to_container(cfg))
@@ -42,4 +43,16 @@ def _check_agreement(cfg: DictConfig) -> None:
                 f"data.sample_rate={data.sample_rate} does not match "
                 f"model.sample_rate={model.sample_rate}: the mel front end would read audio "
                 "at the wrong rate"
+            )
+
+
+def _check_fold(model: torch.nn.Module, data: DictConfig) -> None:
+    """Audio lengths must fit a vocoder's fold (WaveFlow's ``h``, WaveGlow's group): the
+    training segments and the held-out clips' cut, or the first validation fails mid-run."""
+    fold = getattr(model, "length_multiple", None)
+    for key in ("segment_length", "length_multiple"):
+        if fold and data.get(key) and data[key] % fold:
+            raise RecipeError(
+                f"data.{key}={data[key]} is not a multiple of the model's fold ({fold} "
+                f"samples): set data.{key} to a multiple of {fold}"
             )
