@@ -115,3 +115,14 @@ def test_clips_cut_off_the_model_fold_are_refused_before_training(tmp_path: Path
             [f"run_dir={tmp_path}", "model.height=128", "model.hop_length=64"],
         )
     assert not list(tmp_path.glob("ckpt-*"))
+
+
+def test_a_fold_longer_than_the_hop_synthesises_the_length_asked_for() -> None:
+    """128 rows at hop 64: 3 frames give 192 samples, which the flow runs as 256, past the
+    mel's end; a 1000-sample wav (16 frames) is resynthesised as 1000 samples."""
+    torch.manual_seed(0)
+    mel_settings = {"n_fft": 256, "win_length": 256, "f_min": 0.0, "f_max": 4000.0}
+    model = waveflow(128, 4, 2, 2, n_mels=20, sample_rate=8000, hop_length=64, mel=mel_settings)
+    assert model.synthesize(torch.randn(1, 20, 3)).shape == (1, 192)
+    audio = model.resynthesize(0.1 * torch.randn(1, 1000))
+    assert audio.shape == (1, 1000) and torch.isfinite(audio).all()

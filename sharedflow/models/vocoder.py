@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sharedflow.audio.mel import MelSpectrogram
@@ -98,10 +99,11 @@ class Vocoder(nn.Module):
         (``t`` defaults to the model's own), in the flow's dtype (the mel is cast to it).
 
         ``length`` defaults to ``hop * F``; a wav's mel has ``1 + T // hop`` frames, so its
-        resynthesis passes ``length=T``. The flow runs on the next multiple of its fold (which
-        divides the hop), and the tail it needed for that is cut off. ``noise``: the ``N(0, 1)``
-        draws to use, ``(B, n)`` with ``n`` that multiple (``z = t noise``), as an exported
-        graph takes them.
+        resynthesis passes ``length=T``. The flow runs on the next multiple of its fold, and
+        the tail it needed for that is cut off; when the fold is longer than the hop (512 rows
+        at hop 64) that tail can lie past the last frame, which is then repeated to cover it.
+        ``noise``: the ``N(0, 1)`` draws to use, ``(B, n)`` with ``n`` that multiple
+        (``z = t noise``), as an exported graph takes them.
         """
         dtype = next(self.flow.parameters()).dtype
         mel = mel.to(dtype)
@@ -122,6 +124,9 @@ class Vocoder(nn.Module):
             )
         else:
             z = t * noise.to(dtype)
+        frames = -(-n_samples // self.hop_length)
+        if frames > mel.shape[-1]:
+            mel = F.pad(mel, (0, frames - mel.shape[-1]), mode="replicate")
         return self.decode(mel, z)[:, :length]
 
     def decode(self, mel: Tensor, z: Tensor) -> Tensor:
