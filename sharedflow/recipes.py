@@ -165,7 +165,7 @@ class Builders:
                 models,
                 ("waveglow", "waveflow", "waveflow_parakeet", "tarflow", "glow", "nanoflow_glow"),
             ),
-            (data, ("speech", "images")),
+            (data, ("speech", "images", "GlottalPulses", "Harmonics")),
             (sharing, ("Independent", "Shared", "Decomposed", "NanoFlow")),
             (train, ("Trainer",)),
             (optim, optim.__all__),

@@ -11,7 +11,15 @@ import soundfile as sf
 import torch
 
 from sharedflow.audio import MelSpectrogram
-from sharedflow.data import AudioClips, AudioError, AudioSegments, list_audio, load_audio
+from sharedflow.data import (
+    AudioClips,
+    AudioError,
+    AudioSegments,
+    GlottalPulses,
+    Harmonics,
+    list_audio,
+    load_audio,
+)
 from sharedflow.data.builtin import speech_corpus
 
 
@@ -93,6 +101,17 @@ def test_builtin_corpus_is_ljspeech_layout_and_deterministic(tmp_path: Path) -> 
         assert np.array_equal(sf.read(x)[0], sf.read(y)[0])
     clip = load_audio(list_audio(a)[0], 22050)
     assert 0.1 < np.abs(clip).max() <= 0.5 and len(clip) > 22050
+
+
+def test_the_harmonic_voice_is_voiced_at_its_pitch_and_has_its_own_cache(tmp_path: Path) -> None:
+    voice = Harmonics(f0_min=150.0, f0_max=200.0)
+    root = speech_corpus(tmp_path / "h", n_clips=1, sample_rate=8000, voice=voice)
+    clip = load_audio(list_audio(root)[0], 8000)
+    f0, voiced, _ = librosa.pyin(clip, fmin=60, fmax=400, sr=8000, frame_length=512)
+    assert voiced.mean() > 0.5  # syllables, with pauses and bursts between them
+    assert 150 * 0.85 < np.nanmedian(f0) < 200 * 1.15  # the contour swings +-15%
+    assert GlottalPulses().name == "speech-v2"  # the default corpus keeps its cache
+    assert len({GlottalPulses(80, 200).name, voice.name, Harmonics().name}) == 3
 
 
 def test_folder_file_list_and_reference_split(tmp_path: Path) -> None:

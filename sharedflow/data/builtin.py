@@ -1,23 +1,37 @@
 """Built-in data, written on demand in the formats of the real datasets (no download).
 
 ``speech_corpus`` writes a speech-like corpus in the LJSpeech layout: each clip is a few
-"syllables" of a voiced source (a glottal pulse train whose pitch follows a smooth contour)
-filtered through three time-varying formant resonators, separated by noise bursts
-(fricatives) and short pauses, over a faint room-noise floor (-66 dB below the peak, like a
-quiet recording: digital silence would give a flow an unbounded density), at 22.05 kHz or the
-rate asked for, as 16-bit PCM. It is deterministic in ``seed``.
+"syllables" of a voiced source whose pitch follows a smooth contour, filtered through three
+formant resonators, separated by noise bursts (fricatives) and short pauses, over a faint
+room-noise floor (-66 dB below the peak, like a quiet recording: digital silence would give a
+flow an unbounded density), at 22.05 kHz or the rate asked for, as 16-bit PCM. It is
+deterministic in ``seed``. The voice is an object:
+
+- ``GlottalPulses()`` (the default): one sharp pulse per period, 90-220 Hz. Between pulses
+  the waveform is predictable from the last few samples; the pulse itself is predictable only
+  from the previous period, so a vocoder's likelihood rewards pitch late in training.
+- ``Harmonics()``: a band-limited sum of harmonics ``sum_k k^-1 sin(k phi)``, 120-250 Hz,
+  smooth within each period, so that pitch shows in short-range prediction as well.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 from scipy.signal import lfilter
 
-__all__ = ["cache_dir", "shapes_dataset", "speech_corpus", "synthesize_utterance"]
+__all__ = [
+    "GlottalPulses",
+    "Harmonics",
+    "cache_dir",
+    "shapes_dataset",
+    "speech_corpus",
+    "synthesize_utterance",
+]
 
 SHAPES = ("circle", "square", "triangle", "cross")
 
@@ -39,25 +53,79 @@ def _resonate(x: np.ndarray, freq: float, bandwidth: float, sample_rate: int) ->
     return lfilter([1 - r], a, x)
 
 
-def synthesize_utterance(rng: np.random.Generator, sample_rate: int = 22050) -> np.ndarray:
+@dataclass(frozen=True)
+class GlottalPulses:
+    """One pulse per period through a one-pole glottal decay, plus 2% aspiration noise."""
+
+    f0_min: float = 90.0
+    f0_max: float = 220.0
+
+    @property
+    def name(self) -> str:
+        """The cache folder's prefix (the default voice keeps the original corpus's)."""
+        if (self.f0_min, self.f0_max) == (90.0, 220.0):
+            return "speech-v2"
+        return f"speech-pulses-{self.f0_min:g}-{self.f0_max:g}"
+
+    def __call__(self, rng: np.random.Generator, f0: np.ndarray, sample_rate: int) -> np.ndarray:
+        """The source ``(n,)`` for a pitch contour ``f0 (n,)`` in Hz."""
+        cycles = np.cumsum(f0) / sample_rate
+        pulses = (np.diff(np.floor(cycles), prepend=0) > 0).astype(float)
+        return lfilter([1.0], [1.0, -0.95], pulses) + 0.02 * rng.standard_normal(len(f0))
+
+
+@dataclass(frozen=True)
+class Harmonics:
+    """``sum_k k^-rolloff sin(k phi)``, ``phi`` the pitch phase, over the harmonics below 0.45
+    of the sample rate, plus aspiration noise 0.002."""
+
+    f0_min: float = 120.0
+    f0_max: float = 250.0
+    rolloff: float = 1.0
+
+    @property
+    def name(self) -> str:
+        return f"speech-harmonics-{self.f0_min:g}-{self.f0_max:g}-{self.rolloff:g}"
+
+    def __call__(self, rng: np.random.Generator, f0: np.ndarray, sample_rate: int) -> np.ndarray:
+        """The source ``(n,)`` for a pitch contour ``f0 (n,)`` in Hz."""
+        phase = 2 * np.pi * np.cumsum(f0) / sample_rate
+        top = 0.45 * sample_rate
+        source = sum(
+            k**-self.rolloff * np.sin(k * phase) * (k * f0 < top)
+            for k in range(1, int(top / f0.min()) + 2)
+        )
+        return source + 0.002 * rng.standard_normal(len(f0))
+
+
+Voice = GlottalPulses | Harmonics
+
+
+def synthesize_utterance(
+    rng: np.random.Generator, sample_rate: int = 22050, voice: Voice = GlottalPulses()
+) -> np.ndarray:
     """One speech-like clip, float32 in ``(-1, 1)``, 1 to 2.5 seconds."""
     pieces = []
     for _ in range(int(rng.integers(3, 7))):
         n = int(rng.uniform(0.12, 0.3) * sample_rate)
         t = np.arange(n) / sample_rate
-        f0 = rng.uniform(90, 220) * (1 + 0.15 * np.sin(2 * np.pi * rng.uniform(1, 4) * t))
-        phase = np.cumsum(f0) / sample_rate
-        source = (np.diff(np.floor(phase), prepend=0) > 0).astype(float)  # one pulse per period
-        source = lfilter([1.0], [1.0, -0.95], source) + 0.02 * rng.standard_normal(n)
+        f0 = rng.uniform(voice.f0_min, voice.f0_max) * (
+            1 + 0.15 * np.sin(2 * np.pi * rng.uniform(1, 4) * t)
+        )
+        source = voice(rng, f0, sample_rate)
         formants = _VOWELS[rng.integers(len(_VOWELS))] * rng.uniform(0.9, 1.1, 3)
         voiced = sum(
-            _resonate(source, f, 80 + 40 * i, sample_rate) for i, f in enumerate(formants)
+            _resonate(source, f, 80 + 40 * i, sample_rate)
+            for i, f in enumerate(formants)
+            if f < 0.45 * sample_rate
         )
         envelope = np.sin(np.pi * np.arange(n) / n) ** 0.5
         pieces.append(voiced * envelope)
-        if rng.random() < 0.5:  # a fricative burst
+        if rng.random() < 0.5:  # a fricative burst, below 0.4 of the sample rate
             m = int(rng.uniform(0.04, 0.1) * sample_rate)
-            noise = _resonate(rng.standard_normal(m), rng.uniform(3000, 6000), 1500, sample_rate)
+            noise = rng.standard_normal(m)
+            centre = min(rng.uniform(3000, 6000), 0.4 * sample_rate)
+            noise = _resonate(noise, centre, min(1500, 0.1 * sample_rate), sample_rate)
             pieces.append(0.3 * noise * np.hanning(m))
         pieces.append(np.zeros(int(rng.uniform(0.02, 0.08) * sample_rate)))
     audio = np.concatenate(pieces)
@@ -68,13 +136,17 @@ def synthesize_utterance(rng: np.random.Generator, sample_rate: int = 22050) -> 
 
 
 def speech_corpus(
-    root: str | Path | None = None, n_clips: int = 48, sample_rate: int = 22050, seed: int = 0
+    root: str | Path | None = None,
+    n_clips: int = 48,
+    sample_rate: int = 22050,
+    seed: int = 0,
+    voice: Voice = GlottalPulses(),
 ) -> Path:
     """Write (once) and return an LJSpeech-layout corpus of ``n_clips`` clips."""
     root = (
         Path(root)
         if root is not None
-        else cache_dir() / f"speech-v2-{n_clips}-{sample_rate}-{seed}"
+        else cache_dir() / f"{voice.name}-{n_clips}-{sample_rate}-{seed}"
     )
     if (root / "metadata.csv").is_file():
         return root
@@ -85,7 +157,7 @@ def speech_corpus(
         name = f"SF{i // 100 + 1:03d}-{i % 100 + 1:04d}"
         sf.write(
             root / "wavs" / f"{name}.wav",
-            synthesize_utterance(rng, sample_rate),
+            synthesize_utterance(rng, sample_rate, voice),
             sample_rate,
             subtype="PCM_16",
         )

@@ -63,6 +63,7 @@ def _assemble(
     height: int,
     permutation: PermutationKind,
     mel: MelSpectrogram,
+    temperature: float = 1.0,
 ) -> Vocoder:
     """Fold, one autoregressive flow per estimator with its row permutation, unfold."""
     layers: list[Bijection] = [Fold2d(height)]
@@ -73,7 +74,7 @@ def _assemble(
     layers.append(Inverse(Fold2d(height)))
     upsampler = WaveFlowUpsampler(height, upsample_strides(mel.hop_length))
     flow = NormalizingFlow(Sequential(layers), StandardNormal(), upsampler)
-    return Vocoder(flow, mel, length_multiple=height)
+    return Vocoder(flow, mel, length_multiple=height, temperature=temperature)
 
 
 def waveflow(
@@ -90,6 +91,7 @@ def waveflow(
     hop_length: int = 256,
     mel: Mapping[str, Any] | None = None,
     residual_scale: float | None = None,
+    temperature: float = 1.0,
 ) -> Vocoder:
     """WaveFlow as in L0SG/NanoFlow, with any NanoFlow sharing mode.
 
@@ -100,6 +102,8 @@ def waveflow(
     instead), sqrt(1/2) otherwise. ``embedding_dim`` goes with a mode given by name.
     ``mel``: the front end's other settings (``n_fft``, ``win_length``, ``f_min``, ``f_max``),
     by default the references' 22.05 kHz ones; the upsampler's strides follow ``hop_length``.
+    ``temperature``: synthesis's default (1.0, the paper's; a lightly trained model sounds
+    cleaner lower).
     """
     mode = as_sharing(sharing, embedding_dim)
     if residual_scale is None:
@@ -124,6 +128,7 @@ def waveflow(
         height=height,
         permutation=permutation,
         mel=MelSpectrogram(sample_rate, hop_length=hop_length, n_mels=n_mels, **(mel or {})),
+        temperature=temperature,
     )
 
 
