@@ -37,7 +37,7 @@ PAPER = {
 # Paper-scale recipes at other sample rates (tests/test_sample_rates.py checks their counts).
 OTHER_RATES = ["audio/waveflow-h16-r64-24k", "audio/waveflow-h16-r64-44k"]
 # CPU recipes on built-in data: the tiny ones, and longer ones that reach further.
-LONGER = ["image/tarflow-shapes", "audio/waveflow-16k-h128"]
+LONGER = ["image/tarflow-shapes", "audio/waveflow-16k-h128", "audio/waveflow-8k-harmonics"]
 TINY = [name for name in list_recipes() if name.endswith("-tiny")] + LONGER
 
 
