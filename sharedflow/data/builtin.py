@@ -99,10 +99,11 @@ class Harmonics:
 
 
 Voice = GlottalPulses | Harmonics
+PULSES = GlottalPulses()  # the default voice
 
 
 def synthesize_utterance(
-    rng: np.random.Generator, sample_rate: int = 22050, voice: Voice = GlottalPulses()
+    rng: np.random.Generator, sample_rate: int = 22050, voice: Voice = PULSES
 ) -> np.ndarray:
     """One speech-like clip, float32 in ``(-1, 1)``, 1 to 2.5 seconds."""
     pieces = []
@@ -140,7 +141,7 @@ def speech_corpus(
     n_clips: int = 48,
     sample_rate: int = 22050,
     seed: int = 0,
-    voice: Voice = GlottalPulses(),
+    voice: Voice = PULSES,
 ) -> Path:
     """Write (once) and return an LJSpeech-layout corpus of ``n_clips`` clips."""
     root = (

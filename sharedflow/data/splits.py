@@ -9,7 +9,7 @@ import numpy as np
 from torch.utils.data import Dataset, Subset
 
 from sharedflow.data.audio import AudioClips, AudioSegments
-from sharedflow.data.builtin import GlottalPulses, Voice, shapes_dataset, speech_corpus
+from sharedflow.data.builtin import PULSES, Voice, shapes_dataset, speech_corpus
 from sharedflow.data.images import (
     ImageArrays,
     ImageFolder,
@@ -40,7 +40,7 @@ def speech(
     skip_bad: bool = False,
     builtin_clips: int = 48,
     length_multiple: int = 256,
-    builtin_voice: Voice | None = None,
+    builtin_voice: Voice = PULSES,
 ) -> DataSplits:
     """Speech for vocoders: random training segments; whole held-out clips for the test LL.
 
@@ -49,14 +49,12 @@ def speech(
             speech-like corpus of ``builtin_clips`` clips.
         n_test: the first ``n_test`` clips by name are held out (LJSpeech: 1310).
         length_multiple: held-out clips are cut to a multiple of it (the hop, 256).
-        builtin_voice: the built-in corpus's voice (``GlottalPulses()`` when ``None``).
+        builtin_voice: the built-in corpus's voice (``GlottalPulses()``, ``Harmonics()``).
     """
     root = (
         Path(source).expanduser()
         if source
-        else speech_corpus(
-            n_clips=builtin_clips, sample_rate=sample_rate, voice=builtin_voice or GlottalPulses()
-        )
+        else speech_corpus(n_clips=builtin_clips, sample_rate=sample_rate, voice=builtin_voice)
     )
     common = {"sample_rate": sample_rate, "resample": resample, "skip_bad": skip_bad}
     train = AudioClips(root, split="train", n_test=n_test, **common)

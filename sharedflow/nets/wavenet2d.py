@@ -141,19 +141,24 @@ class WaveNet2D(GateEmbedding, CausalNet):
         res, skip = F.conv2d(g, res_skip.weight, res_skip.bias).chunk(2, dim=1)
         return (residual + self.gate_residual(res, layer, step)) * self.residual_scale, skip
 
-    def _conv(self, layer: int, r: Tensor) -> Tensor:
-        """Layer ``layer``'s dilated conv of ``r (B, R, h, W)``, causal in height.
+    def _width_taps(self, layer: int, weight: Tensor, width: int) -> tuple[Tensor, int, int]:
+        """Layer ``layer``'s conv weight along the width for an input ``width`` wide, with its
+        width dilation and padding.
 
-        When the width dilation is at least ``W``, the off-centre width taps read only the
+        When the width dilation is at least ``width``, the off-centre width taps read only the
         zero padding: the conv is then exactly its centre column, a ``K x 1`` conv, which
         skips the padded work (short segments, deep layers)."""
-        conv = self.convs[layer]
-        d, w = self.height_dilations[layer], self.width_dilations[layer]
-        k = self.kernel_size - 1
-        if w >= r.shape[-1]:
-            weight = conv.weight[..., k // 2 : k // 2 + 1]
-            return F.conv2d(F.pad(r, (0, 0, d * k, 0)), weight, conv.bias, dilation=(d, 1))
-        return conv(F.pad(r, (w * k // 2, w * k // 2, d * k, 0)))  # (left, right, top, bottom)
+        w, k = self.width_dilations[layer], self.kernel_size - 1
+        if w >= width:
+            return weight[..., k // 2 : k // 2 + 1], 1, 0
+        return weight, w, w * k // 2
+
+    def _conv(self, layer: int, r: Tensor) -> Tensor:
+        """Layer ``layer``'s dilated conv of ``r (B, R, h, W)``, causal in height."""
+        conv, d, k = self.convs[layer], self.height_dilations[layer], self.kernel_size - 1
+        weight, w, pad = self._width_taps(layer, conv.weight, r.shape[-1])
+        r = F.pad(r, (pad, pad, d * k, 0))  # (left, right, top, bottom)
+        return F.conv2d(r, weight, conv.bias, dilation=(d, w))
 
     def forward(self, x: Tensor, context: Context = None, step: StepInput | None = None) -> Tensor:
         """``(B, C_in, h, W), (B, C_c, h, W) -> (B, R, h, W)``."""
@@ -295,12 +300,9 @@ class WaveNet2D(GateEmbedding, CausalNet):
         """Layer ``layer``'s gate output ``(B W, R)`` for one row, from the conv's input rows
         ``window (B, R, K, W)`` and the context row ``(B W, C_c)``; the weights are the
         rewritten ones (``init_cache``), so the gate is one sigmoid and one ``addcmul``."""
-        r, k, w = self.channels, self.kernel_size - 1, self.width_dilations[layer]
-        bias = cache.conv_biases[layer]
-        if w >= window.shape[-1]:  # only the centre column sees the row (see ``_conv``)
-            a = F.conv2d(window, weight[..., k // 2 : k // 2 + 1], bias)
-        else:
-            a = F.conv2d(window, weight, bias, dilation=(1, w), padding=(0, w * k // 2))
+        r, bias = self.channels, cache.conv_biases[layer]
+        weight, w, pad = self._width_taps(layer, weight, window.shape[-1])
+        a = F.conv2d(window, weight, bias, dilation=(1, w), padding=(0, pad))
         a = a.permute(0, 2, 3, 1).reshape(-1, 2 * r)  # channels-last: a view
         a = a.addmm_(context, cache.context_weights[layer]).sigmoid_()
         return torch.addcmul(a[:, r:], a[:, :r], a[:, r:], value=-2.0)
