@@ -295,7 +295,7 @@ def _sample(args: argparse.Namespace) -> int:
 def _guidance(args: argparse.Namespace) -> dict[str, Any]:
     """TarFlow's sampling options, the ones given (a model without them refuses any)."""
     given = {"guidance": args.guidance, "attn_temp": args.attn_temp, "annealed": args.annealed}
-    defaults = {"guidance": 0.0, "attn_temp": 1.0, "annealed": False}
+    defaults = {"guidance": None, "attn_temp": 1.0, "annealed": False}
     return {k: v for k, v in given.items() if v != defaults[k]}
 
 
@@ -482,15 +482,17 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--max-items", type=_positive_int, default=None)
     evaluate.add_argument(
         "--resynthesis",
+        "--quality",
         action="store_true",
-        help="vocoders: also PESQ, STOI, MCD, MR-STFT, log-mel L1 and periodicity error of "
-        "resynthesised clips (noise seeded: reruns print the same figures)",
+        help="also the quality of samples: vocoders' PESQ, STOI, MCD, MR-STFT, log-mel L1 and "
+        "periodicity error of resynthesised clips; class-conditional models of the built-in "
+        "shapes, the shape accuracy of their samples (seeded: reruns print the same figures)",
     )
     evaluate.add_argument(
         "--temperature",
         type=_finite_non_negative,
         default=None,
-        help="resynthesis temperature (default: the model's)",
+        help="resynthesis or sampling temperature (default: the model's)",
     )
     evaluate.add_argument(
         "--fid",
@@ -563,7 +565,9 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--out", required=True, help="the grid, e.g. grid.png")
     sample.add_argument("--individual", metavar="DIR", help="also write each image here")
     sample.add_argument("--label", type=int, nargs="*", help="classes, cycled over the samples")
-    sample.add_argument("--guidance", type=float, default=0.0, help="guidance weight w")
+    sample.add_argument(
+        "--guidance", type=float, help="guidance weight w (default: the recipe's sampling)"
+    )
     sample.add_argument("--annealed", action="store_true", help="ramp w over the tokens")
     sample.add_argument(
         "--attn-temp",
@@ -571,8 +575,16 @@ def _parser() -> argparse.ArgumentParser:
         default=1.0,
         help="attention temperature of the unconditional branch",
     )
-    sample.add_argument("--temperature", type=_finite_non_negative, default=1.0)
-    sample.add_argument("--denoise", action="store_true", help="score-based denoising step")
+    sample.add_argument(
+        "--temperature",
+        type=_finite_non_negative,
+        help="the base's temperature (default: the recipe's sampling)",
+    )
+    sample.add_argument(
+        "--denoise",
+        action=argparse.BooleanOptionalAction,
+        help="a score-based denoising step, or none (default: the recipe's sampling)",
+    )
     sample.add_argument(
         "--jacobi", type=float, metavar="TOL", help="parallel Jacobi inverse with this tolerance"
     )

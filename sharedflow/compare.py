@@ -11,7 +11,8 @@ the best entry smaller than the two spreads together is marked as not significan
 
 Written under ``out``: ``results.md`` and ``results.csv``, ``quality_vs_params.png``,
 ``validation_curves.png``, and ``samples/``: per entry the resynthesis of the first held-out
-clip (wav, and a spectrogram against the original) or a grid of samples next to real images.
+clip (wav, and a spectrogram against the original) or a grid of samples next to real images,
+and ``overview.png``, those pictures one under another.
 An entry that fails is reported as failed and the rest go on.
 """
 
@@ -72,6 +73,7 @@ class Entry:
     speed: float = float("nan")
     speed_unit: str = ""
     runs: list[Path] = field(default_factory=list)
+    pictures: list[Path] = field(default_factory=list)  # the first run's, from write_samples
     error: str = ""
 
     @property
@@ -160,7 +162,8 @@ def _evaluate_entry(
             entry.task = deployed
             entry.speed, entry.speed_unit = deployed.speed(first.items)
             stem = entry.name.replace("/", "_")
-            deployed.write_samples(out / "samples", stem, first.items, temperature)
+            written = deployed.write_samples(out / "samples", stem, first.items, temperature)
+            entry.pictures = [p for p in written if p.suffix == ".png"]
         finished = run_directory(run) / "finished.json"
         record = json.loads(finished.read_text()) if finished.is_file() else {}
         entry.train_seconds.append(float(record.get("train_seconds", float("nan"))))
@@ -209,8 +212,26 @@ def compare(
             noise.add(label, floor)
         entries.append(noise)
     _write_tables(entries, sets, out, temperature)
+    _overview([p for e in entries for p in e.pictures], out / "samples" / "overview.png")
     _plot([e for e in entries if e.runs], out, next((e for e in entries if e.name == NOISE), None))
     return entries
+
+
+def _overview(pictures: list[Path], path: Path) -> None:
+    """Every entry's picture (a spectrogram, or real images beside samples) in one PNG, one
+    under another."""
+    from PIL import Image
+
+    if not pictures:
+        return
+    images = [Image.open(p).convert("RGB") for p in pictures]
+    size = (max(i.width for i in images), sum(i.height for i in images))
+    canvas = Image.new("RGB", size, "white")
+    top = 0
+    for image in images:
+        canvas.paste(image, (0, top))
+        top += image.height
+    canvas.save(path)
 
 
 def _say(progress: bool, message: str) -> None:

@@ -65,6 +65,9 @@ def test_tables_plots_and_samples_are_written(result: Path) -> None:
         with Image.open(result / name) as image:
             image.verify()
             assert image.format == "PNG"
+    with Image.open(result / "samples" / "overview.png") as overview:
+        with Image.open(result / pictures[-1]) as one:
+            assert overview.height == len(MICRO) * one.height  # every entry's, stacked
     original, rate = sf.read(result / "samples" / "original.wav")
     for name in MICRO:
         audio, _ = sf.read(result / "samples" / f"{name.replace('/', '_')}.wav")

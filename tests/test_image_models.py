@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from sharedflow.layers.autoregressive import CausalNet
 from sharedflow.models import ImageFlow, glow, nanoflow_glow, tarflow
-from sharedflow.models.image import Jacobi
+from sharedflow.models.image import Jacobi, Sampling
 from sharedflow.nets.transformer import CausalTransformer, Guidance
 from sharedflow.sharing import deploy
 
@@ -249,3 +250,45 @@ def test_guidance_matches_tarflow_reverse_for_a_class_conditional_model(
         cache = net.init_cache(x, guidance)
         steps = torch.cat([net.step(cache, x[:, i : i + 1], i) for i in range(5)], dim=1)
     assert torch.allclose(steps, expected, atol=1e-10)
+
+
+def test_the_recipes_sampling_is_the_default_and_arguments_override_it() -> None:
+    torch.manual_seed(0)
+    model = tarflow(8, 3, 2, 64, 2, 1, 3, noise_std=0.5, sampling=Sampling(0.5, True, 1.5))
+    with torch.no_grad():
+        for p in model.parameters():  # away from the identity the zero heads start at
+            p.add_(0.05 * torch.randn_like(p))
+    model.eval()
+    labels = torch.tensor([0, 1])
+
+    def draw(**options: object) -> torch.Tensor:
+        torch.manual_seed(1)
+        return model.sample(2, labels, **options)
+
+    default = draw()
+    assert torch.equal(default, draw(temperature=0.5, denoise=True, guidance=1.5))
+    for changed in [{"temperature": 1.0}, {"denoise": False}, {"guidance": 0.0}]:
+        assert not torch.equal(default, draw(**changed)), changed
+    assert Sampling(0.7, True, 2.0).describe() == "T 0.7, guidance 2, denoised"
+
+
+def test_a_sampling_the_model_cannot_do_is_refused_when_it_is_built() -> None:
+    with pytest.raises(ValueError, match="no Transformer estimator to guide"):
+        glow(8, 3, 2, 2, 16, sampling={"guidance": 2.0})
+    with pytest.raises(ValueError, match="temperature must be finite"):
+        Sampling(float("nan"))
+
+
+def test_showcase_puts_one_class_per_row_beside_samples_of_it(tmp_path: Path) -> None:
+    images = torch.arange(10, dtype=torch.uint8)[:, None, None, None].expand(10, 3, 8, 8)
+    labels = [2, 0, 2, 1, 0, 2, 2, 2, 0, 1]
+    items = list(zip(images, labels, strict=True))
+    model = tarflow(8, 3, 2, 64, 2, 1, 3).eval()
+    real, asked = model.showcase(items, n=9)  # rows of 3: classes 2, 0, 1 in order of appearance
+    assert asked.tolist() == [2, 2, 2, 0, 0, 0, 1, 1]
+    assert real[:, 0, 0, 0].tolist() == [0, 2, 5, 1, 4, 8, 3, 9]
+    real, asked = glow(8, 3, 2, 2, 16).showcase(items, n=4)
+    assert asked is None and real[:, 0, 0, 0].tolist() == [0, 1, 2, 3]
+    (path,) = model.write_samples(tmp_path, "grid", items)
+    with Image.open(path) as image:
+        assert image.size[0] > image.size[1]  # two panels side by side

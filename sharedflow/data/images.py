@@ -214,10 +214,9 @@ class ImageItems(Dataset):
         return image, label
 
 
-def save_grid(images: Tensor, path: str | Path, n_columns: int | None = None) -> Path:
-    """uint8 ``(N, C, H, W)`` as one PNG grid with a 2-pixel border."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+def grid_array(images: Tensor, n_columns: int | None = None) -> np.ndarray:
+    """uint8 ``(N, C, H, W)`` as one ``(rows (H + 2) + 2, cols (W + 2) + 2, C)`` array, the
+    images in row-major order with a 2-pixel white border."""
     n, c, h, w = images.shape
     cols = n_columns or math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)
@@ -227,5 +226,38 @@ def save_grid(images: Tensor, path: str | Path, n_columns: int | None = None) ->
         grid[2 + r * (h + 2) : 2 + r * (h + 2) + h, 2 + q * (w + 2) : 2 + q * (w + 2) + w] = (
             image.transpose(1, 2, 0)
         )
-    Image.fromarray(grid.squeeze(-1) if c == 1 else grid).save(path)
+    return grid
+
+
+def save_grid(images: Tensor, path: str | Path, n_columns: int | None = None) -> Path:
+    """uint8 ``(N, C, H, W)`` as one PNG grid with a 2-pixel border."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid = grid_array(images, n_columns)
+    Image.fromarray(grid.squeeze(-1) if grid.shape[-1] == 1 else grid).save(path)
+    return path
+
+
+def save_panels(
+    panels: Sequence[tuple[str, Tensor]], path: str | Path, n_columns: int | None = None
+) -> Path:
+    """Titled grids side by side in one PNG, e.g. ``[("held out", real), ("samples", x)]``,
+    each uint8 ``(N, C, H, W)``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grids = [grid_array(images, n_columns) for _, images in panels]
+    fig, axes = plt.subplots(1, len(grids), figsize=(2.6 * len(grids), 3.0), squeeze=False)
+    for ax, (title, _), grid in zip(axes[0], panels, grids, strict=True):
+        image = grid[..., 0] if grid.shape[-1] == 1 else grid
+        ax.imshow(image, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        ax.set_title(title, fontsize=8)
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
     return path

@@ -21,7 +21,8 @@ Presets:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 from sharedflow.core import Inverse, NormalizingFlow, Sequential, StandardNormal
 from sharedflow.core.bijection import Bijection
@@ -35,7 +36,7 @@ from sharedflow.layers import (
     Squeeze2d,
 )
 from sharedflow.layers.prior import LearnedPrior
-from sharedflow.models.image import ImageFlow
+from sharedflow.models.image import ImageFlow, Sampling
 from sharedflow.nets import ZeroConv
 from sharedflow.nets.glow import GlowConvNet
 from sharedflow.sharing import Independent, Sharing, SharingMode, as_sharing
@@ -52,7 +53,7 @@ def _multiscale(
     kernel_sizes: Sequence[int],
     head_kernel: int,
     sharing: Sharing,
-) -> ImageFlow:
+) -> NormalizingFlow:
     def level(index: int, channels: int, size: int) -> Bijection:
         c, s = channels * 4, size // 2  # after the squeeze
         half = c // 2
@@ -82,8 +83,17 @@ def _multiscale(
         raise ValueError(f"image size {image_size} cannot be squeezed {n_levels} times")
     transform = level(0, in_channels, image_size)
     shape = (in_channels, image_size, image_size)
-    flow = NormalizingFlow(transform, StandardNormal(shape))
-    return ImageFlow(flow, shape, 0, data_range=1.0, noise="uniform")
+    return NormalizingFlow(transform, StandardNormal(shape))
+
+
+def _task(
+    flow: NormalizingFlow,
+    noise: Literal["uniform", "gaussian"],
+    noise_std: float,
+    sampling: Sampling | Mapping[str, Any] | None,
+) -> ImageFlow:
+    """The flow as an unconditional ``ImageFlow`` over ``[-0.5, 0.5)``."""
+    return ImageFlow(flow, flow.base.event_shape, 0, 1.0, noise, noise_std, 0.0, sampling)
 
 
 def glow(
@@ -92,11 +102,19 @@ def glow(
     n_levels: int = 3,
     n_steps: int = 32,
     hidden: int = 512,
+    noise: Literal["uniform", "gaussian"] = "uniform",
+    noise_std: float = 0.05,
+    sampling: Sampling | Mapping[str, Any] | None = None,
 ) -> ImageFlow:
-    """Glow as in Glow-PyTorch (affine, LU, learn_top); hidden 256 has 15,972,912 params."""
-    return _multiscale(
+    """Glow as in Glow-PyTorch (affine, LU, learn_top); hidden 256 has 15,972,912 params.
+
+    ``noise``: Glow's uniform dequantisation, or Gaussian noise augmentation of ``noise_std``
+    (in units of half the range, as TarFlow's); ``sampling``: how samples are drawn by default
+    (``models.image.Sampling``)."""
+    flow = _multiscale(
         image_size, in_channels, n_levels, n_steps, hidden, (3, 1), 3, Independent()
     )
+    return _task(flow, noise, noise_std, sampling)
 
 
 def nanoflow_glow(
@@ -108,12 +126,15 @@ def nanoflow_glow(
     n_estimator_layers: int = 6,
     sharing: Sharing | SharingMode = "nanoflow",
     embedding_dim: int = 1,
+    noise: Literal["uniform", "gaussian"] = "uniform",
+    noise_std: float = 0.05,
+    sampling: Sampling | Mapping[str, Any] | None = None,
 ) -> ImageFlow:
     """NanoFlow's image models; ``sharing=Independent()`` is Glow-large (287,488,560).
 
     ``embedding_dim`` goes with a mode given by name (``"nanoflow"``); a ``NanoFlow`` object
-    carries its own."""
-    return _multiscale(
+    carries its own. ``noise``, ``noise_std`` and ``sampling`` as ``glow``."""
+    flow = _multiscale(
         image_size,
         in_channels,
         n_levels,
@@ -123,3 +144,4 @@ def nanoflow_glow(
         1,
         sharing if isinstance(sharing, Sharing) else as_sharing(sharing, embedding_dim),
     )
+    return _task(flow, noise, noise_std, sampling)

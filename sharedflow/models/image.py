@@ -10,6 +10,7 @@ Evaluation always uses uniform dequantisation in float32, the reference protocol
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -22,7 +23,34 @@ from sharedflow.core.metrics import METRICS, Metric, bits_per_dim
 from sharedflow.core.task import median_seconds
 from sharedflow.layers.solve import jacobi_inverse
 
-__all__ = ["ImageFlow", "Jacobi", "Samples"]
+__all__ = ["ImageFlow", "Jacobi", "Samples", "Sampling"]
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How a model draws samples unless told otherwise (the recipe's ``model.sampling``).
+
+    - ``temperature``: ``T`` of the base, ``z ~ N(0, T^2 I)``;
+    - ``denoise``: one score step after sampling (for models trained with Gaussian noise);
+    - ``guidance``: classifier-free guidance weight ``w`` (TarFlow only).
+    """
+
+    temperature: float = 1.0
+    denoise: bool = False
+    guidance: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
+            raise ValueError(f"sampling temperature must be finite and >= 0: {self.temperature}")
+
+    def describe(self) -> str:
+        """E.g. ``T 0.7, guidance 2, denoised``."""
+        parts = [f"T {self.temperature:g}"]
+        if self.guidance:
+            parts.append(f"guidance {self.guidance:g}")
+        if self.denoise:
+            parts.append("denoised")
+        return ", ".join(parts)
 
 
 @dataclass
@@ -54,11 +82,12 @@ class ImageFlow(nn.Module):
         noise_std: ``s`` of the Gaussian noise, in units of the range ``[-1, 1]``.
         label_drop: probability of replacing a training label by -1 (the null class, for
             classifier-free guidance).
+        sampling: how ``generate`` draws by default (a ``Sampling`` or its fields).
     """
 
     modality = "image"
     metric = METRICS["bpd"]
-    quality_metrics: tuple[Metric, ...] = ()
+    quality_metrics: tuple[Metric, ...] = (METRICS["shape_acc"],)
     eval_batch_size = 64
 
     def __init__(
@@ -70,6 +99,7 @@ class ImageFlow(nn.Module):
         noise: Literal["uniform", "gaussian"] = "uniform",
         noise_std: float = 0.05,
         label_drop: float = 0.0,
+        sampling: Sampling | Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.flow = flow
@@ -79,6 +109,11 @@ class ImageFlow(nn.Module):
         self.noise = noise
         self.noise_std = noise_std
         self.label_drop = label_drop
+        if not isinstance(sampling, Sampling):
+            sampling = Sampling(**dict(sampling or {}))
+        self.sampling = sampling
+        if sampling.guidance:
+            self.sampling_context(None, guidance=sampling.guidance)  # refused without guidance
 
     @property
     def n_dims(self) -> int:
@@ -161,13 +196,15 @@ class ImageFlow(nn.Module):
         self,
         n: int,
         labels: Tensor | None = None,
-        temperature: float = 1.0,
-        denoise: bool = False,
+        temperature: float | None = None,
+        denoise: bool | None = None,
         jacobi: Jacobi | None = None,
         max_tries: int = 5,
         **options: Any,
     ) -> Samples:
         """Draw ``n`` images; rows that come out non-finite are drawn again.
+
+        ``temperature``, ``denoise`` and the guidance weight default to ``self.sampling``.
 
         Args:
             labels: ``(n,)`` classes of a conditional model (None: the unconditional branch).
@@ -180,6 +217,10 @@ class ImageFlow(nn.Module):
         from sharedflow.layers.autoregressive import AffineAutoregressive
 
         self.check_labels(labels)
+        temperature = self.sampling.temperature if temperature is None else temperature
+        denoise = self.sampling.denoise if denoise is None else denoise
+        if self.sampling.guidance and "guidance" not in options:
+            options["guidance"] = self.sampling.guidance
         if jacobi is not None and not any(
             isinstance(m, AffineAutoregressive) for m in self.modules()
         ):
@@ -215,36 +256,58 @@ class ImageFlow(nn.Module):
         """``n`` uint8 images ``(n, C, H, W)``; options as ``generate``."""
         return self.generate(n, labels, **options).images
 
-    def write_sample_grid(self, path: Path, temperature: float = 1.0, n: int = 16) -> Path:
-        from sharedflow.data.images import save_grid
-
-        labels = None
-        if self.num_classes:
-            labels = torch.arange(n) % self.num_classes
-        return save_grid(self.sample(n, labels, temperature=temperature), path)
-
     def quality(
         self, items: Any, temperature: float | None = None, max_items: int | None = None
     ) -> dict[str, float]:
-        """No sample-quality figure without an Inception network (``evaluate --fid``)."""
-        return {}
+        """``shape_acc`` for a class-conditional model of the built-in shapes: the fraction of
+        its samples that a shape classifier puts in the class asked for
+        (``data.shape_classifier``). Other models have no figure here; FID needs an Inception
+        network (``evaluate --fid``)."""
+        from sharedflow.data.shape_classifier import judges, shape_accuracy
+
+        if not self.num_classes or not judges(items):
+            return {}
+        return {"shape_acc": shape_accuracy(self, temperature=temperature)}
 
     def quality_floor(self, items: Any, max_items: int | None = None) -> dict[str, float]:
         return {}
 
+    def showcase(self, items: Any, n: int = 16) -> tuple[Tensor, Tensor | None]:
+        """Held-out images to show beside samples, and the labels to sample with.
+
+        Unconditional: the first ``n`` images, no labels. Conditional: up to ``ceil(sqrt(n))``
+        rows of up to ``ceil(sqrt(n))`` images of one class each, for the first classes met
+        in the first ``64 n`` items, and the labels that ask for each cell's class."""
+        cols = math.ceil(math.sqrt(n))
+        if not self.num_classes:
+            return torch.stack([items[i][0] for i in range(min(n, len(items)))]), None
+        rows: dict[int, list[Tensor]] = {}
+        for i in range(min(len(items), 64 * n)):
+            image, label = items[i]
+            if int(label) in rows or len(rows) < math.ceil(n / cols):
+                row = rows.setdefault(int(label), [])
+                if len(row) < cols:
+                    row.append(image)
+            if len(rows) * cols >= n and all(len(row) == cols for row in rows.values()):
+                break
+        real = torch.stack([x for row in rows.values() for x in row])
+        return real, torch.tensor([c for c, row in rows.items() for _ in row])
+
     def write_samples(
         self, out_dir: Path, stem: str, items: Any, temperature: float | None = None
     ) -> list[Path]:
-        """``<stem>.png``, a grid of 16 samples (class ``i % num_classes`` in cell ``i`` of a
-        conditional model), and ``real.png``, the first 16 held-out images."""
-        from sharedflow.data.images import save_grid
+        """``<stem>.png``: 16 held-out images beside 16 samples (``showcase``), drawn with seed
+        0 as the model's ``sampling`` says; ``temperature`` overrides its temperature."""
+        from sharedflow.data.images import save_panels
 
-        t = 1.0 if temperature is None else temperature
-        real = torch.stack([items[i][0] for i in range(min(16, len(items)))])
-        return [
-            self.write_sample_grid(out_dir / f"{stem}.png", t),
-            save_grid(real, out_dir / "real.png"),
-        ]
+        real, labels = self.showcase(items)
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            samples = self.sample(len(real), labels, temperature=temperature)
+        t = self.sampling.temperature if temperature is None else temperature
+        how = Sampling(t, self.sampling.denoise, self.sampling.guidance).describe()
+        panels = [("held out", real), (f"{stem}\n{how}", samples)]
+        return [save_panels(panels, out_dir / f"{stem}.png", math.ceil(math.sqrt(len(real))))]
 
     @torch.no_grad()
     def speed(self, items: Any) -> tuple[float, str]:

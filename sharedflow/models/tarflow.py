@@ -14,6 +14,7 @@ body with per-block input and output projections) or nanoflow (plus block embedd
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from torch import Tensor, nn
@@ -28,7 +29,7 @@ from sharedflow.core import (
 from sharedflow.core.bijection import Bijection
 from sharedflow.layers import AffineAutoregressive, InverseAffine, Patchify, Shift, ShiftedOutput
 from sharedflow.layers.permute import reverse
-from sharedflow.models.image import ImageFlow
+from sharedflow.models.image import ImageFlow, Sampling
 from sharedflow.nets.transformer import CausalTransformer, Guidance, zero_output
 from sharedflow.sharing import Sharing, SharingMode, as_sharing
 
@@ -71,12 +72,15 @@ def tarflow(
     label_drop: float = 0.1,
     sharing: Sharing | SharingMode = "independent",
     embedding_dim: int = 0,
+    sampling: Sampling | Mapping[str, Any] | None = None,
 ) -> TarFlow:
     """TarFlow; ``tarflow(64, 3, 2, 768, 8, 8)`` is the ImageNet-64 model (460,142,784).
 
     Args:
         affine: ``(a, b)`` per feature; False gives the volume-preserving shift-only variant
             (``z = x + h``: TarFlow's ``x - b`` with ``proj_out`` negated).
+        sampling: how samples are drawn by default (``models.image.Sampling``: temperature,
+            denoising, guidance).
     """
     if image_size % patch_size:
         raise ValueError(f"image size {image_size} is not a multiple of the patch {patch_size}")
@@ -110,4 +114,4 @@ def tarflow(
     shape = (in_channels, image_size, image_size)
     base = StandardNormal(shape) if affine else RunningVarianceNormal(shape)
     flow = NormalizingFlow(Sequential(layers), base)
-    return TarFlow(flow, shape, num_classes, 2.0, noise, noise_std, label_drop)
+    return TarFlow(flow, shape, num_classes, 2.0, noise, noise_std, label_drop, sampling)

@@ -71,7 +71,7 @@ class Trainer:
         num_workers: data-loading worker processes.
         device: ``auto``, ``cpu`` or ``cuda``.
         paper_scale: warn when such a recipe runs on a CPU.
-        sample_temperature: temperature of the periodic samples.
+        sample_temperature: temperature of the periodic samples (None: the model's own).
         progress: show a progress bar.
         max_seconds: a training-time budget; the run ends (validated, checkpointed) once its
             training time passes it. A resumed run counts the time already spent.
@@ -93,7 +93,7 @@ class Trainer:
     device: str = "auto"
     seed: int = 0
     paper_scale: bool = False
-    sample_temperature: float = 0.8
+    sample_temperature: float | None = None
     progress: bool = True
     max_seconds: float | None = None
 

@@ -1,0 +1,123 @@
+"""A judge of the built-in shapes: does a sample drawn for a class show that class's shape?
+
+``shape_accuracy(model)``: of the samples a class-conditional model draws for each
+class, the fraction that ``ShapeClassifier`` puts in that class. Chance is 0.25; real shapes
+score 1.0. The classifier is a three-layer CNN trained once per image size and channel count
+on built-in shapes drawn with a seed of their own (never a run's training or held-out data),
+half of them blurred and all with some Gaussian noise, so that the soft edges and grain of
+samples do not decide its answer. It is cached under ``cache_dir()`` as safetensors.
+
+It applies to held-out items whose class names are the built-in shapes' (``judges``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+from torch.utils.data import Subset
+
+from sharedflow.data.builtin import SHAPES, cache_dir, shapes_dataset
+from sharedflow.data.images import ImageFolder
+
+__all__ = ["CLASSES", "ShapeClassifier", "judges", "shape_accuracy", "shape_classifier"]
+
+CLASSES = sorted(SHAPES)  # the class indices of a class-per-folder tree of the shapes
+SEED = 1234  # the classifier's own shapes
+VERSION = 1
+
+
+class ShapeClassifier(nn.Module):
+    """uint8 images ``(B, C, H, W)`` to logits ``(B, 4)`` over ``CLASSES``."""
+
+    def __init__(self, channels: int = 3, width: int = 32) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(channels, width, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(width, 2 * width, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(2 * width, 2 * width, 3, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(2 * width, len(CLASSES)),
+        )
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.net(images.float() / 127.5 - 1)
+
+
+def _augment(x: Tensor, generator: torch.Generator) -> Tensor:
+    """A random mix of each image ``(B, C, H, W)`` in [-1, 1] with its 3x3 binomial blur, plus
+    Gaussian noise of a random standard deviation up to 0.15."""
+    b, c = x.shape[:2]
+    k = torch.tensor([1.0, 2.0, 1.0])
+    kernel = (k[:, None] * k[None] / 16).expand(c, 1, 3, 3)
+    blurred = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), kernel, groups=c)
+    mix = torch.rand(b, 1, 1, 1, generator=generator)
+    noise = 0.15 * torch.rand(b, 1, 1, 1, generator=generator)
+    return mix * blurred + (1 - mix) * x + noise * torch.randn(x.shape, generator=generator)
+
+
+def shape_classifier(size: int, channels: int = 3, steps: int = 1500) -> ShapeClassifier:
+    """The classifier for ``size x size`` shapes, trained on first use and cached."""
+    path = cache_dir() / f"shape-classifier-v{VERSION}-{size}-{channels}-{steps}.safetensors"
+    model = ShapeClassifier(channels)
+    if path.is_file():
+        model.load_state_dict(load_file(path))
+        return model.eval()
+    folder = ImageFolder(shapes_dataset(cache_dir() / f"shapes-judge-{size}", 512, size, SEED),
+                         size, channels)  # fmt: skip
+    images = torch.stack([folder[i][0] for i in range(len(folder))]).float() / 127.5 - 1
+    labels = torch.tensor([folder[i][1] for i in range(len(folder))])
+    generator = torch.Generator().manual_seed(SEED)
+    with torch.random.fork_rng():
+        torch.manual_seed(SEED)
+        model = ShapeClassifier(channels)
+    optimizer = torch.optim.Adam(model.parameters(), 2e-3)
+    with torch.enable_grad():
+        for _ in range(steps):
+            batch = torch.randint(0, len(images), (64,), generator=generator)
+            logits = model.net(_augment(images[batch], generator))
+            loss = F.cross_entropy(logits, labels[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file(model.state_dict(), str(tmp))
+    tmp.replace(path)
+    return model.eval()
+
+
+def judges(items: Any) -> bool:
+    """Whether ``items`` (a class-per-folder tree, or a ``Subset`` of one) are labelled by the
+    built-in shapes' class names."""
+    while isinstance(items, Subset):
+        items = items.dataset
+    return list(getattr(items, "classes", ())) == CLASSES
+
+
+@torch.no_grad()
+def shape_accuracy(
+    model: Any,
+    per_class: int = 32,
+    temperature: float | None = None,
+    judge: ShapeClassifier | None = None,
+) -> float:
+    """The fraction of ``per_class`` samples per class (``model.sample``, with seed 0, as the
+    model's ``sampling`` says) that ``judge`` (default: ``shape_classifier``) puts in the class
+    they were drawn for."""
+    channels, size, _ = model.image_shape
+    judge = judge or shape_classifier(size, channels)
+    labels = torch.arange(len(CLASSES)).repeat_interleave(per_class)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        samples = model.sample(len(labels), labels, temperature=temperature)
+    return (judge(samples).argmax(1) == labels).float().mean().item()

@@ -1,0 +1,87 @@
+"""The built-in shapes' judge: real shapes score 1, the wrong class 0, a constant guess 0.25."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import Tensor
+
+from sharedflow.data.builtin import cache_dir, shapes_dataset
+from sharedflow.data.images import ImageFolder
+from sharedflow.data.shape_classifier import (
+    CLASSES,
+    ShapeClassifier,
+    judges,
+    shape_accuracy,
+    shape_classifier,
+)
+from sharedflow.models import tarflow
+
+
+@pytest.fixture(scope="module")
+def judge() -> ShapeClassifier:
+    return shape_classifier(16, steps=300)
+
+
+@pytest.fixture(scope="module")
+def real(tmp_path_factory: pytest.TempPathFactory) -> ImageFolder:
+    """Shapes the classifier never saw (a seed of their own)."""
+    return ImageFolder(shapes_dataset(tmp_path_factory.mktemp("shapes"), 16, 16, seed=5), 16)
+
+
+class Drawer:
+    """A stand-in for a class-conditional model: it "samples" real images of class ``f(c)``."""
+
+    def __init__(self, real: ImageFolder, relabel: int = 0, constant: bool = False) -> None:
+        self.image_shape = (3, 16, 16)
+        self.by_class = {c: [x for x, y in real if y == c] for c in range(len(CLASSES))}
+        self.relabel, self.constant = relabel, constant
+
+    def sample(self, n: int, labels: Tensor, temperature: float | None = None) -> Tensor:
+        if self.constant:
+            return torch.full((n, *self.image_shape), 128, dtype=torch.uint8)
+        shifted = [(int(c) + self.relabel) % len(CLASSES) for c in labels]
+        count = {c: 0 for c in self.by_class}
+        images = []
+        for c in shifted:
+            images.append(self.by_class[c][count[c] % len(self.by_class[c])])
+            count[c] += 1
+        return torch.stack(images)
+
+
+def test_real_shapes_score_one_and_the_wrong_class_zero(
+    judge: ShapeClassifier, real: ImageFolder
+) -> None:
+    assert shape_accuracy(Drawer(real), 16, judge=judge) >= 0.95
+    assert shape_accuracy(Drawer(real, relabel=1), 16, judge=judge) <= 0.05
+
+
+def test_a_constant_image_scores_chance_exactly(judge: ShapeClassifier, real: ImageFolder) -> None:
+    assert shape_accuracy(Drawer(real, constant=True), 8, judge=judge) == 0.25
+
+
+def test_it_judges_the_built_in_shapes_only(real: ImageFolder) -> None:
+    assert judges(real) and judges(torch.utils.data.Subset(real, [0, 1]))
+    other = real.__class__.__new__(real.__class__)
+    other.classes = ["cat", "dog"]
+    assert not judges(other) and not judges([])
+
+
+def test_the_classifier_is_trained_once_and_cached(judge: ShapeClassifier) -> None:
+    assert len(list(cache_dir().glob("shape-classifier-*-16-3-300.safetensors"))) == 1
+    again = shape_classifier(16, steps=300)
+    for a, b in zip(judge.parameters(), again.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_a_conditional_image_flow_of_the_shapes_reports_its_accuracy(
+    judge: ShapeClassifier, real: ImageFolder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sharedflow.data.shape_classifier as module
+
+    monkeypatch.setattr(module, "shape_classifier", lambda size, channels: judge)
+    conditional = tarflow(16, 3, 4, 64, 2, 1, len(CLASSES)).eval()
+    (accuracy,) = conditional.quality(real).values()
+    assert 0 <= accuracy <= 1
+    assert tarflow(16, 3, 4, 64, 2, 1).quality(real) == {}  # unconditional: no class to ask for
+    assert conditional.quality([(torch.zeros(3, 16, 16, dtype=torch.uint8), 0)]) == {}
