@@ -43,7 +43,7 @@ METRICS = {
         Metric("periodicity", "periodicity (voicing) RMS error", False),
         Metric("f0_cents", "pitch RMS error in cents (frames voiced in both)", False),
         Metric("fid", "FID", False),
-        Metric("shape_acc", "class accuracy of samples of the built-in shapes (0 to 1)", True),
+        Metric("shape_acc", "shape accuracy of samples (0 to 1)", True),
     )
 }
 
