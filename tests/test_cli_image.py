@@ -11,6 +11,8 @@ from PIL import Image
 
 from sharedflow.cli import main
 
+SMALL = ["data.builtin_per_class=64", "trainer.batch_size=16"]  # the recipes' data and batch, cut
+
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -20,6 +22,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "trainer.max_steps=80",
         "trainer.val_every=80",
         "trainer.progress=false",
+        *SMALL,
     ]
     assert main(["train", "image/tarflow-tiny", *overrides]) == 0
     return run
@@ -149,6 +152,7 @@ def test_every_image_family_improves_on_its_initial_model(recipe: str, tmp_path:
         "trainer.max_steps=100",
         "trainer.val_every=100",
         "trainer.progress=false",
+        *SMALL,
     ]
     assert main(["train", recipe, *overrides]) == 0
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
