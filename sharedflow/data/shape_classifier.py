@@ -74,8 +74,9 @@ def shape_classifier(size: int, channels: int = 3, steps: int = 1500) -> ShapeCl
         return model.eval()
     folder = ImageFolder(shapes_dataset(cache_dir() / f"shapes-judge-{size}", 512, size, SEED),
                          size, channels)  # fmt: skip
-    images = torch.stack([folder[i][0] for i in range(len(folder))]).float() / 127.5 - 1
-    labels = torch.tensor([folder[i][1] for i in range(len(folder))])
+    pairs = [folder[i] for i in range(len(folder))]  # each image read once
+    images = torch.stack([x for x, _ in pairs]).float() / 127.5 - 1
+    labels = torch.tensor([y for _, y in pairs])
     generator = torch.Generator().manual_seed(SEED)
     with torch.random.fork_rng():
         torch.manual_seed(SEED)
