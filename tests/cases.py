@@ -117,6 +117,14 @@ def _learned_prior() -> Case:
     return Case(prior, torch.randn(3, 2, 2, 2), dead=("net.conv.weight",))
 
 
+def _learned_prior_classes() -> Case:
+    prior = LearnedPrior(ZeroConv(4, 4, 3), (4, 2, 2), sf.InverseAffine("shift_scale"), 3)
+    with torch.no_grad():
+        prior.class_table.normal_()  # zero at init: make the classes differ
+    labels = torch.tensor([2, 0, -1])
+    return Case(prior, torch.randn(3, 2, 2, 2), labels, dead=("net.conv.weight",))
+
+
 def _transformer_autoregressive() -> Case:
     net = CausalTransformer(3, 64, 4, 1, num_classes=2, n_out=6)
     flow = sf.AffineAutoregressive(sf.ShiftedOutput(net), sf.InverseAffine(), param_dim=-1)
@@ -134,8 +142,25 @@ def _glow_nanoflow_coupling() -> Case:
     return Case(sf.AffineCoupling(estimator, param=sf.SigmoidAffine()), torch.randn(2, 4, 2, 2))
 
 
+def _glow_coupling_classes() -> Case:
+    (estimator,) = build_estimators(
+        1,
+        lambda e: GlowConvNet(2, 6, (3, 1), e, (2, 2), num_classes=3),
+        lambda k: ZeroConv(6, 4, 3, init_range=0.1),
+        "independent",
+    )
+    with torch.no_grad():
+        estimator.net.class_table.normal_()
+    labels = torch.tensor([1, -1])
+    return Case(
+        sf.AffineCoupling(estimator, param=sf.SigmoidAffine()), torch.randn(2, 4, 2, 2), labels
+    )
+
+
 CASES: dict[str, Callable[[], Case]] = {
     "learned-prior": _learned_prior,
+    "learned-prior-classes": _learned_prior_classes,
+    "coupling-glow-classes": _glow_coupling_classes,
     "autoregressive-transformer": _transformer_autoregressive,
     "coupling-glow-nanoflow": _glow_nanoflow_coupling,
     "actnorm-1d": lambda: Case(sf.ActNorm(3, n_spatial=1), torch.randn(4, 3, 5) * 2 + 1),

@@ -26,10 +26,14 @@ TINY: dict[str, Callable[[], ImageFlow]] = {
         8, 3, 2, 64, 3, 1, num_classes=3, sharing="nanoflow", embedding_dim=8
     ),
     "glow": lambda: glow(8, 3, 2, 2, 16),
+    "glow-classes": lambda: glow(8, 3, 2, 2, 16, num_classes=3),
     "glow-large": lambda: nanoflow_glow(8, 3, 2, 2, 16, 2, sharing="independent"),
     "nanoflow-glow-naive": lambda: nanoflow_glow(8, 3, 2, 2, 16, 2, sharing="shared"),
     "nanoflow-glow-decomp": lambda: nanoflow_glow(8, 3, 2, 2, 16, 2, sharing="decomposed"),
     "nanoflow-glow": lambda: nanoflow_glow(8, 3, 2, 2, 16, 2, sharing="nanoflow"),
+    "nanoflow-glow-classes": lambda: nanoflow_glow(
+        8, 3, 2, 2, 16, 2, sharing="nanoflow", num_classes=3
+    ),
 }
 
 
@@ -193,12 +197,28 @@ def test_npy_images_use_their_labels_file_and_refuse_bad_labels(tmp_path: Path) 
     np.save(tmp_path / "bad.npy", np.arange(40) - 1)
     with pytest.raises(ImageError, match="non-negative integer labels"):
         images("npy", str(tmp_path / "x.npy"), image_size=8, labels=str(tmp_path / "bad.npy"))
-    model = (
-        glow(image_size=8, num_classes=2) if "num_classes" in glow.__code__.co_varnames else None
-    )
-    if model is not None:
-        with pytest.raises(ValueError, match="labels must lie in 0..1"):
-            model((torch.zeros(2, 3, 8, 8, dtype=torch.uint8), torch.tensor([0, 3])))
+    with pytest.raises(ValueError, match="labels must lie in 0..1"):
+        glow(image_size=8, num_classes=2)(
+            (torch.zeros(2, 3, 8, 8, dtype=torch.uint8), torch.tensor([0, 3]))
+        )
+
+
+@pytest.mark.parametrize("name", ["glow-classes", "nanoflow-glow-classes"])
+def test_a_conditional_glow_reads_its_labels_and_a_dropped_label_is_the_mean(name: str) -> None:
+    model = _tiny(name)
+    x = torch.rand(3, 3, 8, 8, dtype=torch.float64) - 0.5
+    by_class = [model.log_prob(x, torch.full((3,), c)) for c in range(3)]
+    assert not torch.allclose(by_class[0], by_class[1])
+    # y = -1 and no labels are one branch: every class row replaced by the mean of the rows
+    dropped = model.log_prob(x, torch.full((3,), -1))
+    assert torch.allclose(dropped, model.log_prob(x, None))
+    with torch.no_grad():
+        for module in model.modules():
+            if getattr(module, "class_table", None) is not None:
+                module.class_table.copy_(
+                    module.class_table.mean(0, keepdim=True).expand_as(module.class_table)
+                )
+    assert torch.allclose(model.log_prob(x, torch.full((3,), 2)), dropped)
 
 
 def _reference_block_output(

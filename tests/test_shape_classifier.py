@@ -15,7 +15,7 @@ from sharedflow.data.shape_classifier import (
     shape_accuracy,
     shape_classifier,
 )
-from sharedflow.models import tarflow
+from sharedflow.models import glow, tarflow
 
 
 @pytest.fixture(scope="module")
@@ -83,5 +83,8 @@ def test_a_conditional_image_flow_of_the_shapes_reports_its_accuracy(
     conditional = tarflow(16, 3, 4, 64, 2, 1, len(CLASSES)).eval()
     (accuracy,) = conditional.quality(real).values()
     assert 0 <= accuracy <= 1
+    (accuracy,) = glow(16, 3, 2, 2, 16, num_classes=len(CLASSES)).eval().quality(real).values()
+    assert 0 <= accuracy <= 1
     assert tarflow(16, 3, 4, 64, 2, 1).quality(real) == {}  # unconditional: no class to ask for
+    assert glow(16, 3, 2, 2, 16).quality(real) == {}
     assert conditional.quality([(torch.zeros(3, 16, 16, dtype=torch.uint8), 0)]) == {}

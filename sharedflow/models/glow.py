@@ -12,6 +12,11 @@ That latent is Glow's factored-out latent *standardised by its priors*: a split-
 sample Glow's, invert with the priors; ``sample`` does). Estimators are shared per level, as in
 NanoFlow's reference.
 
+Class-conditional (``num_classes > 0``): every coupling estimator adds a class row to its first
+layer (``nets.glow.GlowConvNet``) and the top prior adds one to its mean and log-scale
+(``layers.prior.LearnedPrior``, Glow-PyTorch's ``y_condition``); ``label_drop`` trains the
+unconditional branch (the mean rows), which bits per dim are evaluated with, as TarFlow's.
+
 Presets:
 - ``glow``: Glow-PyTorch's estimator (3x3 -> 1x1 -> zero 3x3), one per step.
 - ``nanoflow_glow``: NanoFlow's six-layer 3x3 estimator with a zero 1x1 head, built in any
@@ -53,13 +58,16 @@ def _multiscale(
     kernel_sizes: Sequence[int],
     head_kernel: int,
     sharing: Sharing,
+    num_classes: int,
 ) -> NormalizingFlow:
     def level(index: int, channels: int, size: int) -> Bijection:
         c, s = channels * 4, size // 2  # after the squeeze
         half = c // 2
         estimators = sharing.build(
             n_steps,
-            lambda emb: GlowConvNet(half, hidden, kernel_sizes, emb * 2**index, (s, s)),
+            lambda emb: GlowConvNet(
+                half, hidden, kernel_sizes, emb * 2**index, (s, s), num_classes
+            ),
             lambda k: ZeroConv(hidden, c, head_kernel),
         )
         layers: list[Bijection] = [Squeeze2d(2)]
@@ -71,7 +79,8 @@ def _multiscale(
             ]
         if index == n_levels - 1:
             top = ZeroConv(2 * c, 2 * c, 3)
-            layers.append(LearnedPrior(top, (2 * c, s, s), InverseAffine("shift_scale")))
+            param = InverseAffine("shift_scale")
+            layers.append(LearnedPrior(top, (2 * c, s, s), param, num_classes))
         else:
             prior = ZeroConv(half, c, 3)
             layers.append(AffineCoupling(prior, param=InverseAffine("interleaved")))
@@ -88,12 +97,15 @@ def _multiscale(
 
 def _task(
     flow: NormalizingFlow,
+    num_classes: int,
     noise: Literal["uniform", "gaussian"],
     noise_std: float,
+    label_drop: float,
     sampling: Sampling | Mapping[str, Any] | None,
 ) -> ImageFlow:
-    """The flow as an unconditional ``ImageFlow`` over ``[-0.5, 0.5)``."""
-    return ImageFlow(flow, flow.base.event_shape, 0, 1.0, noise, noise_std, 0.0, sampling)
+    """The flow as an ``ImageFlow`` over ``[-0.5, 0.5)``."""
+    shape = flow.base.event_shape
+    return ImageFlow(flow, shape, num_classes, 1.0, noise, noise_std, label_drop, sampling)
 
 
 def glow(
@@ -105,16 +117,19 @@ def glow(
     noise: Literal["uniform", "gaussian"] = "uniform",
     noise_std: float = 0.05,
     sampling: Sampling | Mapping[str, Any] | None = None,
+    num_classes: int = 0,
+    label_drop: float = 0.0,
 ) -> ImageFlow:
     """Glow as in Glow-PyTorch (affine, LU, learn_top); hidden 256 has 15,972,912 params.
 
     ``noise``: Glow's uniform dequantisation, or Gaussian noise augmentation of ``noise_std``
     (in units of half the range, as TarFlow's); ``sampling``: how samples are drawn by default
-    (``models.image.Sampling``)."""
+    (``models.image.Sampling``); ``num_classes`` and ``label_drop``: class conditioning (see
+    the module docstring)."""
     flow = _multiscale(
-        image_size, in_channels, n_levels, n_steps, hidden, (3, 1), 3, Independent()
+        image_size, in_channels, n_levels, n_steps, hidden, (3, 1), 3, Independent(), num_classes
     )
-    return _task(flow, noise, noise_std, sampling)
+    return _task(flow, num_classes, noise, noise_std, label_drop, sampling)
 
 
 def nanoflow_glow(
@@ -129,11 +144,14 @@ def nanoflow_glow(
     noise: Literal["uniform", "gaussian"] = "uniform",
     noise_std: float = 0.05,
     sampling: Sampling | Mapping[str, Any] | None = None,
+    num_classes: int = 0,
+    label_drop: float = 0.0,
 ) -> ImageFlow:
     """NanoFlow's image models; ``sharing=Independent()`` is Glow-large (287,488,560).
 
     ``embedding_dim`` goes with a mode given by name (``"nanoflow"``); a ``NanoFlow`` object
-    carries its own. ``noise``, ``noise_std`` and ``sampling`` as ``glow``."""
+    carries its own. ``noise``, ``noise_std``, ``sampling``, ``num_classes`` and
+    ``label_drop`` as ``glow``."""
     flow = _multiscale(
         image_size,
         in_channels,
@@ -143,5 +161,6 @@ def nanoflow_glow(
         (3,) * n_estimator_layers,
         1,
         sharing if isinstance(sharing, Sharing) else as_sharing(sharing, embedding_dim),
+        num_classes,
     )
-    return _task(flow, noise, noise_std, sampling)
+    return _task(flow, num_classes, noise, noise_std, label_drop, sampling)

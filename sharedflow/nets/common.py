@@ -11,12 +11,28 @@ from torch.nn.utils.parametrizations import weight_norm
 if TYPE_CHECKING:
     from sharedflow.sharing import StepInput
 
-__all__ = ["GateEmbedding", "StepGates", "ZeroConv", "gated", "wn"]
+__all__ = ["GateEmbedding", "StepGates", "ZeroConv", "class_rows", "gated", "wn"]
 
 
 def wn(module: nn.Module) -> nn.Module:
     """Weight normalisation ``w = g v / |v|`` (per output channel), as the references use."""
     return weight_norm(module, name="weight", dim=0)
+
+
+def class_rows(table: Tensor, labels: Tensor | None, batch: int) -> Tensor:
+    """The rows of a class table ``(N, *shape)`` for labels ``(B,)``: ``(B, *shape)``.
+
+    A label ``y < 0`` (a dropped label) or ``labels=None`` takes the mean row, the
+    unconditional branch of classifier-free guidance. A label ``>= N`` is an error (left out of
+    exported graphs, whose gather checks the range).
+    """
+    mean = table.mean(0, keepdim=True)
+    if labels is None:
+        return mean.expand(batch, *table.shape[1:])
+    if not torch.compiler.is_exporting() and labels.max() >= len(table):
+        raise ValueError(f"label {int(labels.max())} outside 0..{len(table) - 1}")
+    picked = table[labels.clamp(min=0)]
+    return torch.where((labels < 0).view(-1, *[1] * (table.dim() - 1)), mean, picked)
 
 
 def gated(a: Tensor) -> Tensor:

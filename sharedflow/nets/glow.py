@@ -7,6 +7,10 @@ NanoFlow's image models use six 3x3 layers and a 1x1 head.
 NanoFlow (``embedding_channels > 0``): step ``k``'s embedding ``e_k (E, H, W)`` passes through the
 step's own ActNorm and is concatenated to the input, and the step's gates ``g (n, hidden)`` scale
 layer ``l``'s output by ``exp(g_l)`` (init 0).
+
+Class-conditional (``num_classes > 0``): the label's row of a zero-initialised table
+``(N, hidden)`` is added to the first layer's output before its ReLU; labels ``y < 0`` or none
+take the mean row (``nets.common.class_rows``).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from torch import Tensor, nn
 
 from sharedflow.core.bijection import Context
 from sharedflow.layers.actnorm import ActNorm
+from sharedflow.nets.common import class_rows
 from sharedflow.sharing import StepInput
 
 __all__ = ["GlowConvNet"]
@@ -48,7 +53,8 @@ class ConvActNorm(nn.Module):
 
 
 class GlowConvNet(nn.Module):
-    """See the module docstring. ``spatial`` is ``(H, W)``, needed only for embeddings."""
+    """See the module docstring. ``spatial`` is ``(H, W)``, needed only for embeddings;
+    ``num_classes`` 0 for an unconditional net."""
 
     def __init__(
         self,
@@ -57,6 +63,7 @@ class GlowConvNet(nn.Module):
         kernel_sizes: Sequence[int] = (3, 1),
         embedding_channels: int = 0,
         spatial: tuple[int, int] = (1, 1),
+        num_classes: int = 0,
     ) -> None:
         super().__init__()
         self.hidden = hidden
@@ -67,6 +74,7 @@ class GlowConvNet(nn.Module):
             ConvActNorm(a, b, k)
             for a, b, k in zip(sizes[:-1], sizes[1:], kernel_sizes, strict=True)
         )
+        self.class_table = nn.Parameter(torch.zeros(num_classes, hidden)) if num_classes else None
 
     # -- NanoFlow step conditioning ---------------------------------------------------------------
     @property
@@ -88,7 +96,7 @@ class GlowConvNet(nn.Module):
 
     # -- the network ------------------------------------------------------------------------------
     def forward(self, x: Tensor, context: Context = None, step: StepInput | None = None) -> Tensor:
-        """``(B, C_in, H, W) -> (B, hidden, H, W)``."""
+        """``(B, C_in, H, W) -> (B, hidden, H, W)``; the context is the labels ``(B,)``."""
         h = x
         if step is not None:
             h = torch.cat([h, step.bias.expand(x.shape[0], -1, -1, -1).to(x.dtype)], dim=1)
@@ -96,5 +104,7 @@ class GlowConvNet(nn.Module):
             h = layer(h)
             if step is not None:
                 h = h * torch.exp(step.params.gate[i]).view(1, -1, 1, 1)
+            if i == 0 and self.class_table is not None:
+                h = h + class_rows(self.class_table, context, len(x)).to(h.dtype)[..., None, None]
             h = torch.relu(h)
         return h

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from sharedflow.core.bijection import Context
 from sharedflow.layers.autoregressive import CausalNet
+from sharedflow.nets.common import class_rows
 from sharedflow.sharing import StepInput
 
 __all__ = ["CausalTransformer", "Guidance", "zero_output"]
@@ -224,14 +225,7 @@ class CausalTransformer(CausalNet):
         """``(B, 1, C)``: the class embedding of each label; the mean for None or ``y < 0``."""
         if self.class_embed is None:
             return like.new_zeros(batch, 1, self.channels)
-        mean = self.class_embed.mean(0, keepdim=True)
-        if labels is None:
-            return mean.expand(batch, 1, self.channels).to(like.dtype)
-        # A data-dependent check: left out of exported graphs (their gather checks the range).
-        if not torch.compiler.is_exporting() and labels.max() >= len(self.class_embed):
-            raise ValueError(f"label {int(labels.max())} outside 0..{len(self.class_embed) - 1}")
-        picked = self.class_embed[labels.clamp(min=0)]
-        return torch.where((labels < 0).view(-1, 1, 1), mean, picked).to(like.dtype)
+        return class_rows(self.class_embed, labels, batch).to(like.dtype)
 
     def _embed(self, x: Tensor, class_term: Tensor, step: StepInput | None, start: int) -> Tensor:
         """Tokens ``start ..`` into the residual stream: ``proj_in(x) + pos + class [+ e_k]``."""
