@@ -171,6 +171,8 @@ def test_image_bad_inputs_are_clear_errors() -> None:
     model = _tiny("tarflow", torch.float32)
     with pytest.raises(ValueError, match=r"labels must lie in 0\.\.2"):
         model.sample(2, torch.tensor([0, 3]))
+    with pytest.raises(ValueError, match=r"labels must lie in 0\.\.2"):
+        model.log_prob(torch.zeros(2, 3, 8, 8), torch.tensor([0, 3]))
     with pytest.raises(ValueError, match="expected images of shape"):
         model((torch.zeros(2, 3, 16, 16, dtype=torch.uint8), torch.zeros(2, dtype=torch.long)))
     with pytest.raises(ValueError, match="unconditional"):

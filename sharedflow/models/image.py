@@ -145,7 +145,10 @@ class ImageFlow(nn.Module):
         return labels if self.num_classes else None
 
     def log_prob(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
-        return self.flow.log_prob(x, self._labels(labels))
+        labels = self._labels(labels)
+        if not torch.compiler.is_exporting():  # data-dependent: exported graphs' gather checks
+            self.check_labels(labels)
+        return self.flow.log_prob(x, labels)
 
     def forward(self, batch: tuple[Tensor, Tensor]) -> Tensor:
         """Training loss: mean NLL in nats per dimension of the dequantised batch."""
