@@ -54,6 +54,22 @@ def _autoregressive_input_shift() -> Case:
     return Case(sf.AffineAutoregressive(conditioner), x, mel)
 
 
+def _one_column_waveflow_like() -> Case:
+    """WaveFlow with ``h = T``: nets of width kernel 1 over one column, flipped between flows."""
+
+    def net() -> sf.StepEstimator:
+        return _head(WaveNet2D(1, 3, 4, 3, [1, 2, 4], width_kernel=1))
+
+    flows = sf.Sequential(
+        sf.Fold2d(None),
+        sf.AffineAutoregressive(sf.ShiftedInput(net())),
+        sf.Flip(dim=2, context_dim=2),
+        sf.AffineAutoregressive(sf.ShiftedInput(net())),
+        sf.Inverse(sf.Fold2d(None)),
+    )
+    return Case(flows, torch.randn(2, 7), torch.randn(2, 3, 7, 1))
+
+
 def _autoregressive_output_shift() -> Case:
     conditioner = sf.ShiftedOutput(_head(_wavenet()), context_dim=2)
     x, mel = torch.randn(2, 1, 4, 4), torch.randn(2, 3, 4, 4)
@@ -179,15 +195,18 @@ CASES: dict[str, Callable[[], Case]] = {
     "autoregressive-nanoflow": _autoregressive_nanoflow,
     "group-fold": lambda: Case(sf.GroupFold(4), torch.randn(2, 16)),
     "fold-2d": lambda: Case(sf.Fold2d(4), torch.randn(2, 16)),
+    "fold-2d-one-column": lambda: Case(sf.Fold2d(None), torch.randn(2, 7)),
     "squeeze-2d": lambda: Case(sf.Squeeze2d(2), torch.randn(2, 2, 4, 4)),
     "patchify": lambda: Case(sf.Patchify(2, 3, 4, 4), torch.randn(2, 3, 4, 4)),
     "reverse": lambda: Case(sf.reverse(5), torch.randn(2, 5, 3)),
+    "flip": lambda: Case(sf.Flip(dim=2), torch.randn(2, 1, 5, 1)),
     "bipartize": lambda: Case(sf.bipartize(4, dim=2), torch.randn(2, 1, 4, 3)),
     "random-permutation": lambda: Case(sf.random_permutation(6, seed=3), torch.randn(2, 6, 2)),
     "split-off-first": lambda: _split("first"),
     "split-off-last": lambda: _split("last"),
     "glow-level": _glow_level,
     "waveflow-like": _waveflow_like,
+    "one-column-waveflow-like": _one_column_waveflow_like,
     "inverse-of-coupling": lambda: Case(
         sf.Inverse(sf.AffineCoupling(_mlp(2, 6))), torch.randn(3, 5, 4)
     ),

@@ -60,6 +60,7 @@ TINY: dict[str, Callable[[], Vocoder]] = {
     "waveflow": lambda: waveflow(4, 6, 3, 3, dilation_cycle=2, n_mels=TINY_MELS),
     "waveflow-bipartize": lambda: waveflow(4, 6, 2, 4, permutation="bipartize", n_mels=TINY_MELS),
     "waveflow-parakeet": lambda: waveflow_parakeet(4, 6, 2, 2, n_mels=TINY_MELS),
+    "waveflow-one-column": lambda: waveflow(None, 6, 3, 2, dilation_cycle=3, n_mels=TINY_MELS),
     "nanoflow-waveflow": lambda: waveflow(
         4, 6, 2, 3, sharing="nanoflow", embedding_dim=5, n_mels=TINY_MELS
     ),
@@ -103,7 +104,9 @@ def test_tiny_vocoder_synthesizes_hop_times_frames(name: str) -> None:
     assert audio.shape == (2, 5 * 256) and torch.isfinite(audio).all()
 
 
-@pytest.mark.parametrize("name", ["waveflow", "nanoflow-waveflow", "waveflow-parakeet"])
+@pytest.mark.parametrize(
+    "name", ["waveflow", "nanoflow-waveflow", "waveflow-parakeet", "waveflow-one-column"]
+)
 def test_fast_inverse_equals_the_plain_inverse_in_float32(
     name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -135,6 +138,19 @@ def test_shared_waveglow_needs_equal_widths() -> None:
 def test_audio_length_must_fit_the_fold() -> None:
     with pytest.raises(ValueError, match="multiple of 4"):
         _tiny("waveflow").log_prob(torch.zeros(1, 1022, dtype=torch.float64))
+
+
+def test_a_one_column_waveflow_takes_any_length_and_is_local() -> None:
+    """``h = T``: no fold to fit, and the latent away from the clip's end does not depend on
+    where the clip ends (each net sees only its receptive field), which is why a model trained
+    on segments can synthesise a whole clip as one column."""
+    model = _tiny("waveflow-one-column")
+    audio = 0.3 * torch.randn(1, 2048, dtype=torch.float64)
+    mel = model.mel(audio)
+    z, _ = model.flow(audio, mel)
+    z_cut, _ = model.flow(audio[:, :1022], mel[..., :5])  # 5 frames cover 1280 samples
+    assert torch.allclose(z_cut[:, :700], z[:, :700], atol=1e-10)
+    assert not torch.allclose(z_cut[:, 1000:], z[:, 1000:1022])
 
 
 def test_default_temperatures_are_the_references() -> None:

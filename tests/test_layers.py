@@ -95,6 +95,20 @@ def test_wavenet2d_row_cache_equals_full_forward(dilations: list[int], kernel_si
         assert torch.allclose(reference, full[:, :, i : i + 1], atol=1e-12)
 
 
+def test_one_column_wavenet2d_row_steps_equal_the_full_forward() -> None:
+    """Width kernel 1 (a one-column WaveFlow): each row's conv is one GEMM of the window."""
+    torch.manual_seed(0)
+    net = WaveNet2D(1, 3, 4, 3, [1, 2, 4], width_kernel=1).double()
+    assert net.convs[0].weight.shape[-2:] == (3, 1)
+    for width in (1, 2):
+        x, mel = torch.randn(2, 1, 13, width).double(), torch.randn(2, 3, 13, width).double()
+        full = net(x, mel)
+        cache = net.init_cache(x, mel)
+        for i in range(13):
+            row = net.step(cache, x[:, :, i : i + 1], i)
+            assert torch.allclose(row, full[:, :, i : i + 1], atol=1e-12)
+
+
 def test_wavenet2d_width_dilations_wider_than_the_input_equal_the_padded_conv() -> None:
     """Width 3, width dilations 1..8: layers 2 and 3 take the centre-column conv, which must
     equal the zero-padded dilated conv, in the full pass and row by row."""

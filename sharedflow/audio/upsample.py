@@ -9,7 +9,8 @@ exactly as the waveform is folded.
   ``n_group * bin + offset``.
 - ``WaveFlowUpsampler``: the mel as a one-channel image, two weight-normed
   ``ConvTranspose2d(1, 1, (3, 2s), stride (1, s), padding (1, s / 2))`` each followed by
-  LeakyReLU(0.4), folded to ``(B, n_mels, h, T / h)``. The strides multiply to the hop length
+  LeakyReLU(0.4), folded to ``(B, n_mels, h, T / h)`` (``h = None``: one column,
+  ``(B, n_mels, T, 1)``). The strides multiply to the hop length
   (:func:`upsample_strides`; ``16 x 16`` for the references' 256), so ``F`` frames give at least
   ``hop F`` samples.
 """
@@ -64,7 +65,7 @@ class WaveGlowUpsampler(nn.Module):
 class WaveFlowUpsampler(nn.Module):
     """``(B, n_mels, F) -> (B, n_mels, h, T / h)`` (see the module docstring)."""
 
-    def __init__(self, height: int = 16, strides: Sequence[int] = (16, 16)) -> None:
+    def __init__(self, height: int | None = 16, strides: Sequence[int] = (16, 16)) -> None:
         super().__init__()
         self.height = height
         self.layers = nn.ModuleList(

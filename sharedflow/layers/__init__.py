@@ -10,7 +10,13 @@ from sharedflow.layers.autoregressive import (
 )
 from sharedflow.layers.coupling import AdditiveCoupling, AffineCoupling
 from sharedflow.layers.invconv import InvertibleConv1x1, LUInvertibleConv1x1
-from sharedflow.layers.permute import Permutation, bipartize, random_permutation, reverse
+from sharedflow.layers.permute import (
+    Flip,
+    Permutation,
+    bipartize,
+    random_permutation,
+    reverse,
+)
 from sharedflow.layers.reshape import Fold2d, GroupFold, Patchify, Squeeze2d
 from sharedflow.layers.split import SplitOff
 
@@ -22,6 +28,7 @@ __all__ = [
     "AffineParam",
     "CausalNet",
     "ExpAffine",
+    "Flip",
     "Fold2d",
     "GroupFold",
     "InverseAffine",

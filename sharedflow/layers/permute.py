@@ -3,8 +3,10 @@
 ``Permutation(indices, dim)`` gives ``z.select(dim, i) = x.select(dim, indices[i])``. The
 factories name the published ones: ``reverse`` (WaveFlow's height flip, Glow's channel
 reverse), ``bipartize`` (WaveFlow's permutation b: reverse the upper and the lower halves
-separately) and ``random_permutation``. With ``context_dim`` set, a context aligned with the data
-(WaveFlow's mel rows) is permuted identically and the next layers see it permuted.
+separately) and ``random_permutation``. ``Flip(dim)`` reverses an axis of any length (a
+one-column WaveFlow's rows, whose number is the signal's). With ``context_dim`` set, a context
+aligned with the data (WaveFlow's mel rows) is permuted identically and the next layers see it
+permuted.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from torch import Tensor
 
 from sharedflow.core.bijection import Bijection, Context, zeros_logdet
 
-__all__ = ["Permutation", "bipartize", "random_permutation", "reverse"]
+__all__ = ["Flip", "Permutation", "bipartize", "random_permutation", "reverse"]
 
 
 class Permutation(Bijection):
@@ -47,6 +49,28 @@ class Permutation(Bijection):
         if self.context_dim is None or context is None:
             return context
         return context.index_select(self.context_dim, self.inverse_indices)
+
+
+class Flip(Bijection):
+    """Reverse axis ``dim`` whatever its length (and the context's ``context_dim`` axis)."""
+
+    def __init__(self, dim: int = 1, context_dim: int | None = None) -> None:
+        super().__init__()
+        self.dim = dim
+        self.context_dim = context_dim
+
+    def forward(self, x: Tensor, context: Context = None) -> tuple[Tensor, Tensor]:
+        return x.flip(self.dim), zeros_logdet(x)
+
+    def inverse(self, z: Tensor, context: Context = None) -> tuple[Tensor, Tensor]:
+        return z.flip(self.dim), zeros_logdet(z)
+
+    def forward_context(self, context: Context) -> Context:
+        if self.context_dim is None or context is None:
+            return context
+        return context.flip(self.context_dim)
+
+    inverse_context = forward_context  # a flip is its own inverse
 
 
 def reverse(size: int, dim: int = 1, context_dim: int | None = None) -> Permutation:

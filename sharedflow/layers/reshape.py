@@ -3,6 +3,7 @@
 - ``GroupFold(n)``: WaveGlow's grouping ``(B, T) -> (B, n, T/n)``, ``z[b, j, g] = x[b, n g + j]``.
 - ``Fold2d(h)``: WaveFlow's squeeze ``(B, T) -> (B, 1, h, T/h)``: column ``w`` holds samples
   ``w h .. w h + h - 1`` top to bottom, so consecutive samples run down the height axis.
+  ``Fold2d(None)``: one column, ``h = T`` (``(B, 1, T, 1)``), WaveFlow's autoregressive limit.
 - ``Squeeze2d(f)``: Glow's ``(B, C, H, W) -> (B, C f^2, H/f, W/f)``, channel ``c f^2 + dy f + dx``.
 - ``Patchify(p)``: TarFlow's ``(B, C, H, W) -> (B, T, D)``, ``T = HW/p^2`` tokens in raster order,
   ``D = C p^2`` features in ``(c, ky, kx)`` order (``F.unfold``'s).
@@ -17,12 +18,15 @@ from sharedflow.core.bijection import Bijection, Context, zeros_logdet
 __all__ = ["Fold2d", "GroupFold", "Patchify", "Squeeze2d", "fold", "unfold"]
 
 
-def fold(x: Tensor, n: int) -> Tensor:
-    """``(..., T) -> (..., n, T / n)``: column ``w`` holds ``x[..., w n : w n + n]`` top to bottom.
+def fold(x: Tensor, n: int | None) -> Tensor:
+    """``(..., T) -> (..., n, T / n)``: column ``w`` holds ``x[..., w n : w n + n]`` top to bottom;
+    ``n = None`` is one column, ``(..., T, 1)``.
 
     The one fold of waveforms: ``GroupFold`` and ``Fold2d`` apply it to the audio, and the
     vocoders' upsamplers to the upsampled mel, so audio and context line up sample for sample.
     """
+    if n is None:
+        return x.unsqueeze(-1)
     return x.reshape(*x.shape[:-1], -1, n).transpose(-1, -2)
 
 
@@ -52,14 +56,15 @@ class GroupFold(Bijection):
 
 
 class Fold2d(Bijection):
-    """``(B, T) -> (B, 1, h, T / h)``, WaveFlow's squeeze (see module docstring)."""
+    """``(B, T) -> (B, 1, h, T / h)``, WaveFlow's squeeze; ``height=None``: ``(B, 1, T, 1)``."""
 
-    def __init__(self, height: int) -> None:
+    def __init__(self, height: int | None) -> None:
         super().__init__()
         self.height = height
 
     def forward(self, x: Tensor, context: Context = None) -> tuple[Tensor, Tensor]:
-        _check_divisible(x.shape[1], self.height, "length")
+        if self.height is not None:
+            _check_divisible(x.shape[1], self.height, "length")
         return fold(x, self.height).unsqueeze(1), zeros_logdet(x)
 
     def inverse(self, z: Tensor, context: Context = None) -> tuple[Tensor, Tensor]:

@@ -5,6 +5,12 @@ each flow is an affine autoregressive transform over the ``h`` rows whose estima
 ``WaveNet2D`` conditioned on the mel folded the same way, and the rows (of audio and mel) are
 reversed, or bipartized, between flows. The latent is unfolded back to ``(B, T)``.
 
+``height=None`` is the paper's autoregressive limit ``h = T``: the whole signal is one column
+(the nets' width kernel is then 1), every sample is generated from the ones before it within
+the receptive field, and synthesis has no column whose first row starts without a past. The
+estimator sees only its receptive field, so a model trained on segments synthesises a clip of
+any length as one column; generation is ``T`` sequential row steps per flow.
+
 Two published layouts, as two presets of one assembly:
 
 - ``waveflow`` (L0SG/NanoFlow's ``models/waveflow.py``, the one NanoFlow's numbers use): every
@@ -29,7 +35,7 @@ from sharedflow.audio.upsample import WaveFlowUpsampler, upsample_strides
 from sharedflow.core import Inverse, NormalizingFlow, Sequential, StandardNormal
 from sharedflow.core.bijection import Bijection
 from sharedflow.layers import AffineAutoregressive, Fold2d, ShiftedInput, ShiftedOutput
-from sharedflow.layers.permute import Permutation, bipartize, reverse
+from sharedflow.layers.permute import Flip, bipartize, reverse
 from sharedflow.models.vocoder import Vocoder
 from sharedflow.nets import WaveNet2D, ZeroConv, height_dilations
 from sharedflow.sharing import (
@@ -45,9 +51,13 @@ __all__ = ["waveflow", "waveflow_parakeet"]
 PermutationKind = Literal["flip", "bipartize"]
 
 
-def _permutations(height: int, n_flows: int, kind: PermutationKind) -> list[Permutation]:
+def _permutations(height: int | None, n_flows: int, kind: PermutationKind) -> list[Bijection]:
     """Reverse every flow's rows; with bipartize the second half of the flows reverse halves."""
-    flips = [reverse(height, dim=2, context_dim=2) for _ in range(n_flows)]
+    if height is None:
+        if kind != "flip":
+            raise ValueError(f"a one-column WaveFlow (height None) flips its rows, not {kind!r}")
+        return [Flip(dim=2, context_dim=2) for _ in range(n_flows)]
+    flips: list[Bijection] = [reverse(height, dim=2, context_dim=2) for _ in range(n_flows)]
     if kind == "flip":
         return flips
     return flips[: n_flows // 2] + [
@@ -60,7 +70,7 @@ def _assemble(
     *,
     wrap: Callable[[StepEstimator], nn.Module],
     permute_first: bool,
-    height: int,
+    height: int | None,
     permutation: PermutationKind,
     mel: MelSpectrogram,
     temperature: float = 1.0,
@@ -74,11 +84,11 @@ def _assemble(
     layers.append(Inverse(Fold2d(height)))
     upsampler = WaveFlowUpsampler(height, upsample_strides(mel.hop_length))
     flow = NormalizingFlow(Sequential(layers), StandardNormal(), upsampler)
-    return Vocoder(flow, mel, length_multiple=height, temperature=temperature)
+    return Vocoder(flow, mel, length_multiple=height or 1, temperature=temperature)
 
 
 def waveflow(
-    height: int = 16,
+    height: int | None = 16,
     channels: int = 64,
     n_layers: int = 8,
     n_flows: int = 8,
@@ -103,7 +113,7 @@ def waveflow(
     ``mel``: the front end's other settings (``n_fft``, ``win_length``, ``f_min``, ``f_max``),
     by default the references' 22.05 kHz ones; the upsampler's strides follow ``hop_length``.
     ``temperature``: synthesis's default (1.0, the paper's; a lightly trained model sounds
-    cleaner lower).
+    cleaner lower). ``height=None``: one column (see the module docstring).
     """
     mode = as_sharing(sharing, embedding_dim)
     if residual_scale is None:
@@ -118,6 +128,7 @@ def waveflow(
             height_dilations=dilations,
             residual_scale=residual_scale,
             embedding_dim=emb,
+            width_kernel=1 if height is None else None,
         ),
         lambda k: ZeroConv(channels, 2, init_range=1e-3),
     )

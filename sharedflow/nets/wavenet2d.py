@@ -16,6 +16,8 @@ dilation phase in a ring (``RowCache``), so ``step`` costs one row of work per l
 height dilation, and the memory does not grow with ``h``. ``init_cache`` rewrites the
 weights once so that a layer's row is a conv, a GEMM of the context row accumulated in place, one
 sigmoid, one ``addcmul`` and the residual GEMM; the skip GEMMs of all layers are one per row.
+With ``width_kernel=1`` (a one-column WaveFlow, ``W = 1``) a row's conv is one GEMM of its
+``K`` input rows, ``(B W, K R) @ (K R, 2R)``.
 
 NanoFlow (``embedding_dim > 0``): a weight-normed 1x1 conv per layer maps the step embedding to
 ``b_l``, and each step owns gates ``(n_layers, R)`` (init 1) on the residual branch.
@@ -24,7 +26,7 @@ NanoFlow (``embedding_dim > 0``): a weight-normed 1x1 conv per layer maps the st
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -60,7 +62,7 @@ class RowCache:
     rings: list[Tensor]
     context: Tensor  # (B, h, W, C_c)
     context_weights: list[Tensor]  # (C_c, 2R): M_l transposed
-    conv_weights: list[list[Tensor]]  # K rotations of (2R, R, K, K), channels-last
+    conv_weights: list[list[Tensor]]  # K rotations of (2R, R, K, K_w) (see _row_weight)
     conv_biases: list[Tensor]  # (2R,): conv, context and step biases
     res_weights: list[Tensor]  # (R, R) each, n - 1 of them
     res_biases: list[Tensor]
@@ -78,6 +80,8 @@ class WaveNet2D(GateEmbedding, CausalNet):
         n_layers: number of gated layers (8).
         height_dilations: ``d_l`` per layer; default all 1.
         kernel_size: the height and width kernel (3).
+        width_kernel: the width kernel, if not ``kernel_size``: 1 for a one-column WaveFlow,
+            whose width taps would read only padding.
         residual_scale: ``s`` above: ``sqrt(0.5)`` (NanoFlow's WaveFlow) or 1 (Parakeet's).
         embedding_dim: NanoFlow step-embedding size; 0 for none.
     """
@@ -94,6 +98,7 @@ class WaveNet2D(GateEmbedding, CausalNet):
         kernel_size: int = 3,
         residual_scale: float = 1.0,
         embedding_dim: int = 0,
+        width_kernel: int | None = None,
     ) -> None:
         super().__init__()
         self.channels = channels
@@ -105,9 +110,10 @@ class WaveNet2D(GateEmbedding, CausalNet):
                 f"{len(self.height_dilations)} height dilations for {n_layers} layers"
             )
         self.width_dilations = [2**layer for layer in range(n_layers)]
+        width_kernel = kernel_size if width_kernel is None else width_kernel
         self.front = wn(nn.Conv2d(in_channels, channels, 1))
         self.convs = nn.ModuleList(
-            wn(nn.Conv2d(channels, 2 * channels, kernel_size, dilation=(d, w)))
+            wn(nn.Conv2d(channels, 2 * channels, (kernel_size, width_kernel), dilation=(d, w)))
             for d, w in zip(self.height_dilations, self.width_dilations, strict=True)
         )
         self.context_convs = nn.ModuleList(
@@ -148,7 +154,9 @@ class WaveNet2D(GateEmbedding, CausalNet):
         When the width dilation is at least ``width``, the off-centre width taps read only the
         zero padding: the conv is then exactly its centre column, a ``K x 1`` conv, which
         skips the padded work (short segments, deep layers)."""
-        w, k = self.width_dilations[layer], self.kernel_size - 1
+        w, k = self.width_dilations[layer], weight.shape[-1] - 1
+        if k == 0:  # a width kernel of 1: no taps to dilate
+            return weight, 1, 0
         if w >= width:
             return weight[..., k // 2 : k // 2 + 1], 1, 0
         return weight, w, w * k // 2
@@ -208,10 +216,7 @@ class WaveNet2D(GateEmbedding, CausalNet):
             ],
             conv_weights=[
                 [
-                    put(
-                        get(c.weight).roll(slot + 1, 2) * half.view(-1, 1, 1, 1),
-                        torch.channels_last,
-                    )
+                    self._row_weight(get(c.weight).roll(slot + 1, 2) * half.view(-1, 1, 1, 1), put)
                     for slot in range(k + 1)
                 ]
                 for c in self.convs
@@ -222,6 +227,14 @@ class WaveNet2D(GateEmbedding, CausalNet):
             skip_weight=put(torch.cat([v.weight[-r:, :, 0, 0] for v in self.res_skip], 1)),
             skip_bias=put(sum(get(v.bias[-r:]) for v in self.res_skip)),
         )
+
+    @staticmethod
+    def _row_weight(weight: Tensor, put: Callable[..., Tensor]) -> Tensor:
+        """A conv weight ``(2R, R, K, K_w)`` in the form a row step applies: channels-last for
+        a conv; for ``K_w = 1``, a GEMM matrix ``(K R, 2R)`` over the window's rows."""
+        if weight.shape[-1] == 1:
+            return put(weight[..., 0].permute(2, 1, 0).flatten(0, 1))
+        return put(weight, torch.channels_last)
 
     def _rings(self, x: Tensor) -> list[Tensor]:
         """Zeroed rings ``(d_l, B, K, W, R)`` of every layer, in one allocation."""
@@ -248,7 +261,7 @@ class WaveNet2D(GateEmbedding, CausalNet):
         for layer, rings in enumerate(cache.rings):
             ring, slot = self._slot(rings, i)
             ring[:, slot].copy_(row)
-            window = ring.permute(0, 3, 1, 2)  # rows i - k d .. i, rotated by the slot
+            window = ring  # rows i - k d .. i, rotated by the slot
             weight = cache.conv_weights[layer][slot]
             gates.append(self._gate_row(cache, layer, window, weight, context))
             if layer < len(cache.rings) - 1:
@@ -281,7 +294,7 @@ class WaveNet2D(GateEmbedding, CausalNet):
         for layer, (register, d) in enumerate(zip(state, self.height_dilations, strict=True)):
             register = torch.cat([register[:, 1:], row[:, None]], 1)
             registers.append(register)
-            window = register[:, ::d].permute(0, 3, 1, 2)  # rows i - k d, ..., i - d, i
+            window = register[:, ::d]  # rows i - k d, ..., i - d, i
             weight = cache.conv_weights[layer][k]  # the rotation by K: the conv as trained
             gates.append(self._gate_row(cache, layer, window, weight, context))
             if layer < len(state) - 1:
@@ -298,12 +311,17 @@ class WaveNet2D(GateEmbedding, CausalNet):
         self, cache: RowCache, layer: int, window: Tensor, weight: Tensor, context: Tensor
     ) -> Tensor:
         """Layer ``layer``'s gate output ``(B W, R)`` for one row, from the conv's input rows
-        ``window (B, R, K, W)`` and the context row ``(B W, C_c)``; the weights are the
-        rewritten ones (``init_cache``), so the gate is one sigmoid and one ``addcmul``."""
+        ``window (B, K, W, R)`` and the context row ``(B W, C_c)``; the weights are the
+        rewritten ones (``init_cache``), so the gate is one sigmoid and one ``addcmul``. A
+        one-column net (width kernel 1) applies its conv as one GEMM of the ``K`` rows."""
         r, bias = self.channels, cache.conv_biases[layer]
-        weight, w, pad = self._width_taps(layer, weight, window.shape[-1])
-        a = F.conv2d(window, weight, bias, dilation=(1, w), padding=(0, pad))
-        a = a.permute(0, 2, 3, 1).reshape(-1, 2 * r)  # channels-last: a view
+        if weight.dim() == 2:  # (K R, 2R): each position's K rows side by side, (B W, K R)
+            a = torch.addmm(bias, window.transpose(1, 2).reshape(-1, weight.shape[0]), weight)
+        else:
+            weight, w, pad = self._width_taps(layer, weight, window.shape[2])
+            window = window.permute(0, 3, 1, 2)  # (B, R, K, W)
+            a = F.conv2d(window, weight, bias, dilation=(1, w), padding=(0, pad))
+            a = a.permute(0, 2, 3, 1).reshape(-1, 2 * r)  # channels-last: a view
         a = a.addmm_(context, cache.context_weights[layer]).sigmoid_()
         return torch.addcmul(a[:, r:], a[:, :r], a[:, r:], value=-2.0)
 
