@@ -151,6 +151,8 @@ def test_a_one_column_waveflow_takes_any_length_and_is_local() -> None:
     z_cut, _ = model.flow(audio[:, :1022], mel[..., :5])  # 5 frames cover 1280 samples
     assert torch.allclose(z_cut[:, :700], z[:, :700], atol=1e-10)
     assert not torch.allclose(z_cut[:, 1000:], z[:, 1000:1022])
+    with pytest.raises(ValueError, match="flips its rows"):
+        waveflow(None, 6, 2, 2, permutation="bipartize", n_mels=TINY_MELS)
 
 
 def test_default_temperatures_are_the_references() -> None:
