@@ -261,9 +261,8 @@ class WaveNet2D(GateEmbedding, CausalNet):
         for layer, rings in enumerate(cache.rings):
             ring, slot = self._slot(rings, i)
             ring[:, slot].copy_(row)
-            window = ring  # rows i - k d .. i, rotated by the slot
-            weight = cache.conv_weights[layer][slot]
-            gates.append(self._gate_row(cache, layer, window, weight, context))
+            weight = cache.conv_weights[layer][slot]  # matches the ring's rotation by the slot
+            gates.append(self._gate_row(cache, layer, ring, weight, context))
             if layer < len(cache.rings) - 1:
                 row = self._residual_row(cache, layer, gates[-1], ring[:, slot])
         return self._skip_row(cache, gates, x_i)
