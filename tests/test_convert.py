@@ -86,7 +86,7 @@ def test_manifest_state_dicts_convert_load_and_give_finite_likelihoods(
             images = torch.randint(0, 256, (2, *model.image_shape), dtype=torch.uint8)
             value = model.evaluate_batch((images, None))["bpd"]
     assert torch.isfinite(value).all()
-    shutil.rmtree(tmp_path)  # a WaveGlow checkpoint is 350 MB, twice over; CI's disk is shared
+    shutil.rmtree(tmp_path)  # WaveGlow: 350 MB, source and converted
 
 
 def test_a_mismatched_checkpoint_names_the_keys(tmp_path: Path) -> None:
