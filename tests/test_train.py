@@ -21,6 +21,7 @@ from sharedflow.api import load_model
 from sharedflow.checkpoint import latest_checkpoint, load_weights
 from sharedflow.data.splits import DataSplits
 from sharedflow.train import CheckpointError, Trainer, TrainingError
+from sharedflow.train.ema import EMA
 from sharedflow.train.optim import Adam, constant
 from sharedflow.train.run import train
 
@@ -296,6 +297,21 @@ def test_a_killed_training_process_resumes_from_its_last_checkpoint(tmp_path: Pa
     assert resumed.returncode == 0, resumed.stdout[-2000:]
     assert f"resuming from {killed_at}" in resumed.stdout
     assert int(latest_checkpoint(run_dir).name[5:]) == int(killed_at.name[5:]) + 2
+
+
+def test_ema_warms_up_so_the_initial_weights_do_not_linger() -> None:
+    model = nn.Linear(3, 2)
+    start = model.weight.detach().clone()
+    ema = EMA(model, decay=0.999)
+    assert ema.decay_at(0) == pytest.approx(0.1) and ema.decay_at(10**6) == 0.999
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    ema.update(model, 0)  # d_0 = 0.1: 90% of the new weights
+    assert torch.allclose(ema.model.weight, 0.1 * start + 0.9 * model.weight)
+    for t in range(1, 2400):
+        ema.update(model, t)
+    # a fixed 0.999 would keep 0.999^2400 = 9% of the start (here 0.09 of the shift)
+    assert (model.weight - ema.model.weight).abs().max() < 1e-4
 
 
 def test_bf16_autocast_ema_and_checkpoint_averaging_on_cpu(tmp_path: Path) -> None:

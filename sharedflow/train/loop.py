@@ -269,7 +269,7 @@ class Trainer:
         optimizer.zero_grad(set_to_none=True)
         state.schedule.step()
         if state.ema is not None:
-            state.ema.update(model)
+            state.ema.update(model, state.step)
         return {
             "loss": loss.item(),  # one device sync per step
             "lr": optimizer.param_groups[0]["lr"],
