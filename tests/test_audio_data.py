@@ -20,7 +20,7 @@ from sharedflow.data import (
     list_audio,
     load_audio,
 )
-from sharedflow.data.builtin import speech_corpus
+from sharedflow.data.builtin import speech_corpus, synthesize_utterance
 
 
 def _wav(path: Path, seconds: float = 0.5, rate: int = 22050, channels: int = 1) -> Path:
@@ -112,6 +112,17 @@ def test_the_harmonic_voice_is_voiced_at_its_pitch_and_has_its_own_cache(tmp_pat
     assert 150 * 0.85 < np.nanmedian(f0) < 200 * 1.15  # the contour swings +-15%
     assert GlottalPulses().name == "speech-v2"  # the default corpus keeps its cache
     assert len({GlottalPulses(80, 200).name, voice.name, Harmonics().name}) == 3
+
+
+def test_the_voices_vibrato_sets_how_fast_the_pitch_moves() -> None:
+    def cents_per_frame(vibrato: float) -> float:
+        voice = Harmonics(vibrato=vibrato)
+        clip = synthesize_utterance(np.random.default_rng(1), 8000, voice)
+        f0, _, _ = librosa.pyin(clip, fmin=60, fmax=400, sr=8000, frame_length=512)
+        return float(np.nanmedian(np.abs(np.diff(1200 * np.log2(f0)))))
+
+    assert cents_per_frame(0.0) < 5 < 20 < cents_per_frame(0.15)  # steady syllables; +-15%
+    assert Harmonics(vibrato=0.03).name != Harmonics().name  # a corpus of its own
 
 
 def test_folder_file_list_and_reference_split(tmp_path: Path) -> None:

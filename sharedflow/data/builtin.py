@@ -1,11 +1,12 @@
 """Built-in data, written on demand in the formats of the real datasets (no download).
 
 ``speech_corpus`` writes a speech-like corpus in the LJSpeech layout: each clip is a few
-"syllables" of a voiced source whose pitch follows a smooth contour, filtered through three
-formant resonators, separated by noise bursts (fricatives) and short pauses, over a faint
-room-noise floor (-66 dB below the peak, like a quiet recording: digital silence would give a
-flow an unbounded density), at 22.05 kHz or the rate asked for, as 16-bit PCM. It is
-deterministic in ``seed``. The voice is an object:
+"syllables" of a voiced source whose pitch follows a smooth contour (a random base pitch
+times ``1 + vibrato sin(2 pi r t)``, ``r`` 1-4 Hz, the voice's ``vibrato`` 0.15 by default),
+filtered through three formant resonators, separated by noise bursts (fricatives) and short
+pauses, over a faint room-noise floor (-66 dB below the peak, like a quiet recording: digital
+silence would give a flow an unbounded density), at 22.05 kHz or the rate asked for, as 16-bit
+PCM. It is deterministic in ``seed``. The voice is an object:
 
 - ``GlottalPulses()`` (the default): one sharp pulse per period, 90-220 Hz. Between pulses
   the waveform is predictable from the last few samples; the pulse itself is predictable only
@@ -53,19 +54,25 @@ def _resonate(x: np.ndarray, freq: float, bandwidth: float, sample_rate: int) ->
     return lfilter([1 - r], a, x)
 
 
+def _vibrato_suffix(vibrato: float) -> str:
+    """Empty for the default depth, so that existing corpora keep their cache folders."""
+    return "" if vibrato == 0.15 else f"-vibrato{vibrato:g}"
+
+
 @dataclass(frozen=True)
 class GlottalPulses:
     """One pulse per period through a one-pole glottal decay, plus 2% aspiration noise."""
 
     f0_min: float = 90.0
     f0_max: float = 220.0
+    vibrato: float = 0.15
 
     @property
     def name(self) -> str:
         """The cache folder's prefix (the default voice keeps the original corpus's)."""
-        if (self.f0_min, self.f0_max) == (90.0, 220.0):
+        if (self.f0_min, self.f0_max, self.vibrato) == (90.0, 220.0, 0.15):
             return "speech-v2"
-        return f"speech-pulses-{self.f0_min:g}-{self.f0_max:g}"
+        return f"speech-pulses-{self.f0_min:g}-{self.f0_max:g}" + _vibrato_suffix(self.vibrato)
 
     def __call__(self, rng: np.random.Generator, f0: np.ndarray, sample_rate: int) -> np.ndarray:
         """The source ``(n,)`` for a pitch contour ``f0 (n,)`` in Hz."""
@@ -82,10 +89,13 @@ class Harmonics:
     f0_min: float = 120.0
     f0_max: float = 250.0
     rolloff: float = 1.0
+    vibrato: float = 0.15
 
     @property
     def name(self) -> str:
-        return f"speech-harmonics-{self.f0_min:g}-{self.f0_max:g}-{self.rolloff:g}"
+        return f"speech-harmonics-{self.f0_min:g}-{self.f0_max:g}-{self.rolloff:g}" + (
+            _vibrato_suffix(self.vibrato)
+        )
 
     def __call__(self, rng: np.random.Generator, f0: np.ndarray, sample_rate: int) -> np.ndarray:
         """The source ``(n,)`` for a pitch contour ``f0 (n,)`` in Hz."""
@@ -111,7 +121,7 @@ def synthesize_utterance(
         n = int(rng.uniform(0.12, 0.3) * sample_rate)
         t = np.arange(n) / sample_rate
         f0 = rng.uniform(voice.f0_min, voice.f0_max) * (
-            1 + 0.15 * np.sin(2 * np.pi * rng.uniform(1, 4) * t)
+            1 + voice.vibrato * np.sin(2 * np.pi * rng.uniform(1, 4) * t)
         )
         source = voice(rng, f0, sample_rate)
         formants = _VOWELS[rng.integers(len(_VOWELS))] * rng.uniform(0.9, 1.1, 3)
