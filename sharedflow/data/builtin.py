@@ -54,9 +54,12 @@ def _resonate(x: np.ndarray, freq: float, bandwidth: float, sample_rate: int) ->
     return lfilter([1 - r], a, x)
 
 
+_VIBRATO = 0.15  # the voices' default pitch swing, +-15%
+
+
 def _vibrato_suffix(vibrato: float) -> str:
-    """Empty for the default depth, so that existing corpora keep their cache folders."""
-    return "" if vibrato == 0.15 else f"-vibrato{vibrato:g}"
+    """Empty for the default swing, so that existing corpora keep their cache folders."""
+    return "" if vibrato == _VIBRATO else f"-vibrato{vibrato:g}"
 
 
 @dataclass(frozen=True)
@@ -65,12 +68,12 @@ class GlottalPulses:
 
     f0_min: float = 90.0
     f0_max: float = 220.0
-    vibrato: float = 0.15
+    vibrato: float = _VIBRATO
 
     @property
     def name(self) -> str:
         """The cache folder's prefix (the default voice keeps the original corpus's)."""
-        if (self.f0_min, self.f0_max, self.vibrato) == (90.0, 220.0, 0.15):
+        if (self.f0_min, self.f0_max, self.vibrato) == (90.0, 220.0, _VIBRATO):
             return "speech-v2"
         return f"speech-pulses-{self.f0_min:g}-{self.f0_max:g}" + _vibrato_suffix(self.vibrato)
 
@@ -89,13 +92,12 @@ class Harmonics:
     f0_min: float = 120.0
     f0_max: float = 250.0
     rolloff: float = 1.0
-    vibrato: float = 0.15
+    vibrato: float = _VIBRATO
 
     @property
     def name(self) -> str:
-        return f"speech-harmonics-{self.f0_min:g}-{self.f0_max:g}-{self.rolloff:g}" + (
-            _vibrato_suffix(self.vibrato)
-        )
+        suffix = _vibrato_suffix(self.vibrato)
+        return f"speech-harmonics-{self.f0_min:g}-{self.f0_max:g}-{self.rolloff:g}{suffix}"
 
     def __call__(self, rng: np.random.Generator, f0: np.ndarray, sample_rate: int) -> np.ndarray:
         """The source ``(n,)`` for a pitch contour ``f0 (n,)`` in Hz."""
