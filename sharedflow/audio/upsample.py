@@ -12,7 +12,8 @@ exactly as the waveform is folded.
   LeakyReLU(0.4), folded to ``(B, n_mels, h, T / h)`` (``h = None``: one column,
   ``(B, n_mels, T, 1)``). The strides multiply to the hop length
   (:func:`upsample_strides`; ``16 x 16`` for the references' 256), so ``F`` frames give at least
-  ``hop F`` samples.
+  ``hop F`` samples. An optional frame-rate network (``sharedflow.audio.frames.FrameNet``)
+  transforms the mel first; the references have none.
 """
 
 from __future__ import annotations
@@ -65,16 +66,22 @@ class WaveGlowUpsampler(nn.Module):
 class WaveFlowUpsampler(nn.Module):
     """``(B, n_mels, F) -> (B, n_mels, h, T / h)`` (see the module docstring)."""
 
-    def __init__(self, height: int | None = 16, strides: Sequence[int] = (16, 16)) -> None:
+    def __init__(
+        self,
+        height: int | None = 16,
+        strides: Sequence[int] = (16, 16),
+        frames: nn.Module | None = None,
+    ) -> None:
         super().__init__()
         self.height = height
+        self.frames = frames
         self.layers = nn.ModuleList(
             wn(nn.ConvTranspose2d(1, 1, (3, 2 * s), stride=(1, s), padding=(1, s // 2)))
             for s in strides
         )
 
     def forward(self, mel: Tensor, shape: Sequence[int]) -> Tensor:
-        up = mel.unsqueeze(1)
+        up = (mel if self.frames is None else self.frames(mel)).unsqueeze(1)
         for layer in self.layers:
             up = F.leaky_relu(layer(up), 0.4)
         return fold(_crop(up.squeeze(1), shape[-1]), self.height)  # (B, n_mels, h, T / h)

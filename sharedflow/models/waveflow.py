@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 from torch import nn
 
+from sharedflow.audio.frames import FrameNet
 from sharedflow.audio.mel import MelSpectrogram
 from sharedflow.audio.upsample import WaveFlowUpsampler, upsample_strides
 from sharedflow.core import Inverse, NormalizingFlow, Sequential, StandardNormal
@@ -74,6 +75,7 @@ def _assemble(
     permutation: PermutationKind,
     mel: MelSpectrogram,
     temperature: float = 1.0,
+    frames: nn.Module | None = None,
 ) -> Vocoder:
     """Fold, one autoregressive flow per estimator with its row permutation, unfold."""
     layers: list[Bijection] = [Fold2d(height)]
@@ -82,7 +84,7 @@ def _assemble(
         flow = AffineAutoregressive(wrap(estimator))
         layers += [perm, flow] if permute_first else [flow, perm]
     layers.append(Inverse(Fold2d(height)))
-    upsampler = WaveFlowUpsampler(height, upsample_strides(mel.hop_length))
+    upsampler = WaveFlowUpsampler(height, upsample_strides(mel.hop_length), frames)
     flow = NormalizingFlow(Sequential(layers), StandardNormal(), upsampler)
     return Vocoder(flow, mel, length_multiple=height or 1, temperature=temperature)
 
@@ -102,6 +104,8 @@ def waveflow(
     mel: Mapping[str, Any] | None = None,
     residual_scale: float | None = None,
     temperature: float = 1.0,
+    frame_layers: int = 0,
+    frame_channels: int = 128,
 ) -> Vocoder:
     """WaveFlow as in L0SG/NanoFlow, with any NanoFlow sharing mode.
 
@@ -114,6 +118,8 @@ def waveflow(
     by default the references' 22.05 kHz ones; the upsampler's strides follow ``hop_length``.
     ``temperature``: synthesis's default (1.0, the paper's; a lightly trained model sounds
     cleaner lower). ``height=None``: one column (see the module docstring).
+    ``frame_layers > 0`` puts a ``FrameNet`` of that depth and ``frame_channels`` width before
+    the upsampler (not in the references, so 0 keeps their parameter counts).
     """
     mode = as_sharing(sharing, embedding_dim)
     if residual_scale is None:
@@ -140,6 +146,7 @@ def waveflow(
         permutation=permutation,
         mel=MelSpectrogram(sample_rate, hop_length=hop_length, n_mels=n_mels, **(mel or {})),
         temperature=temperature,
+        frames=FrameNet(n_mels, frame_channels, frame_layers) if frame_layers else None,
     )
 
 
