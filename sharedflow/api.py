@@ -8,6 +8,7 @@ audio = sharedflow.api.synthesize(model, mel, temperature=0.8)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +118,7 @@ def evaluate_checkpoint(
     device: str = "cpu",
     resynthesis: bool = False,
     temperature: float | None = None,
-    precision: str = "fp32",
+    precision: str | Callable[[nn.Module, int], str] = "fp32",
 ) -> tuple[dict[str, float], str]:
     """Held-out metrics of a checkpoint and a description of what was scored (see
     ``held_out_set``); with ``resynthesis``, also the model's sample-quality figures
@@ -125,7 +126,9 @@ def evaluate_checkpoint(
     error.
 
     ``precision`` (``fp32``, ``bf16``, ``fp16``) is the synthesis precision: the flow runs in it,
-    the mel front end in float32. The likelihood is always summed in float32: a bf16 sum of
+    the mel front end in float32; or a function ``(model, samples of the first clip) ->
+    precision`` that picks it once the model is loaded (``--dtype auto`` times the model's own
+    GEMM, ``Vocoder.generation_gemm``). The likelihood is always summed in float32: a bf16 sum of
     ``10^4`` log-determinant terms loses the digits a comparison needs."""
     model, config = load_model(checkpoint, ema, average, device)
     data = held_out_set(config, data_overrides)
@@ -133,6 +136,8 @@ def evaluate_checkpoint(
     result = evaluate(model, data.items, device, max_items)
     if resynthesis:
         synthesis = deploy(model)
+        if callable(precision):
+            precision = precision(synthesis, len(data.items[0]))
         synthesis.flow.to(TORCH_DTYPES[precision])
         result.update(synthesis.quality(data.items, temperature, max_items))
     bad = [name for name, value in result.items() if not np.isfinite(value) and name != "f0_cents"]

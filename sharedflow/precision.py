@@ -4,9 +4,12 @@ A CPU without AVX512-BF16 or AMX emulates bf16 arithmetic, which makes a bf16 fl
 times slower than fp32 (measured: about 6x on an AVX2-only Zen 3). The flag is not enough
 either: an Intel Xeon VM that reports AVX512-BF16 ran bf16 GEMMs at 0.55x its fp32 rate and
 every vocoder's bf16 synthesis 1.1-1.6x slower than fp32. So on a CPU ``Capabilities.detect``
-also measures one GEMM of WaveFlow's row-conv shape in both precisions (about 50 ms, once per
-process), and bf16 counts as fast only where it beats fp32 there. ``choose`` is a pure function
-of the reported ``Capabilities``, so every branch can be tested on any machine.
+also measures one GEMM in both precisions (at most about 50 ms, once per shape and process), and
+bf16 counts as fast only where it beats fp32 there. The shape is the workload's own where it has
+one (``Vocoder.generation_gemm``: a one-column WaveFlow's row conv is ``(1, 48) @ (48, 32)``,
+where bf16 loses even on a CPU whose large GEMMs it runs 4x faster), else ``ROW_GEMM``.
+``choose`` is a pure function of the reported ``Capabilities``, so every branch can be tested
+on any machine.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import torch
 __all__ = [
     "NATIVE_BF16_FLAGS",
     "PRECISIONS",
+    "ROW_GEMM",
     "TORCH_DTYPES",
     "Capabilities",
     "autocast",
@@ -32,6 +36,7 @@ __all__ = [
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+ROW_GEMM = (1392, 576, 128)  # (m, k, n): one WaveFlow h16-r64 row conv of 1 s at 22.05 kHz
 
 
 @dataclass(frozen=True)
@@ -44,23 +49,32 @@ class Capabilities:
         cuda_capability: the CUDA device's compute capability, or None on the CPU.
         bf16_speedup: on a CPU with native bf16, the measured bf16 GEMM rate over the fp32
             rate (``bf16_gemm_speedup``); None when not measured.
+        gemm: the ``(m, k, n)`` that ``bf16_speedup`` was measured on.
     """
 
     cpu_capability: str
     cpu_flags: frozenset[str]
     cuda_capability: tuple[int, int] | None = None
     bf16_speedup: float | None = None
+    gemm: tuple[int, int, int] = ROW_GEMM
 
     @classmethod
-    def detect(cls, device: torch.device | str = "cpu", measure: bool = True) -> Capabilities:
+    def detect(
+        cls,
+        device: torch.device | str = "cpu",
+        measure: bool = True,
+        gemm: tuple[int, int, int] | None = None,
+    ) -> Capabilities:
         """What ``device`` offers; ``measure``: time the bf16 GEMM probe where the CPU has the
-        flag (only a choice between bf16 and fp32 needs it)."""
+        flag (only a choice between bf16 and fp32 needs it), on ``gemm`` (default
+        ``ROW_GEMM``), the product the workload repeats most."""
         device = torch.device(device)
+        gemm = gemm or ROW_GEMM
         cuda = torch.cuda.get_device_capability(device) if device.type == "cuda" else None
         flags = _cpu_flags()
         measured = measure and cuda is None and bool(NATIVE_BF16_FLAGS & flags)
-        speedup = bf16_gemm_speedup(torch.get_num_threads()) if measured else None
-        return cls(torch.backends.cpu.get_cpu_capability(), flags, cuda, speedup)
+        speedup = bf16_gemm_speedup(torch.get_num_threads(), gemm) if measured else None
+        return cls(torch.backends.cpu.get_cpu_capability(), flags, cuda, speedup, tuple(gemm))
 
     def native_bf16(self) -> bool:
         if self.cuda_capability is not None:
@@ -77,26 +91,31 @@ class Capabilities:
             major, minor = self.cuda_capability
             return f"CUDA compute capability {major}.{minor}"
         native = sorted(NATIVE_BF16_FLAGS & self.cpu_flags)
+        m, k, n = self.gemm
         measured = (
-            "" if self.bf16_speedup is None else f" (bf16 GEMM at {self.bf16_speedup:.2f}x fp32)"
+            ""
+            if self.bf16_speedup is None
+            else f" (bf16 GEMM ({m}, {k}) @ ({k}, {n}) at {self.bf16_speedup:.2f}x fp32)"
         )
         return f"CPU {self.cpu_capability}, native bf16: {', '.join(native) or 'none'}{measured}"
 
 
-@functools.lru_cache(maxsize=4)
-def bf16_gemm_speedup(threads: int) -> float:
-    """The bf16 over the fp32 rate of ``(1392, 576) @ (576, 128)`` (one WaveFlow h16-r64 row
-    conv as a GEMM) on the CPU: the median of 20 timed products each, after 3 warm-ups. The
-    operands are constants: probing must not draw from the global RNG, or a seeded run would
-    depend on the machine it runs on."""
+@functools.lru_cache(maxsize=16)
+def bf16_gemm_speedup(threads: int, gemm: tuple[int, int, int] = ROW_GEMM) -> float:
+    """The bf16 over the fp32 rate of ``(m, k) @ (k, n)`` on the CPU: the median of the timed
+    products (20, or more for a small one, so that each side takes about 10 ms), after 3
+    warm-ups. The operands are constants: probing must not draw from the global RNG, or a
+    seeded run would depend on the machine it runs on."""
     del threads  # the cache key: the rate depends on the thread count
+    m, k, n = gemm
+    repeats = max(20, min(2000, int(1e7 // max(1, m * k * n))))
     seconds = {}
     for dtype in (torch.float32, torch.bfloat16):
-        a, b = torch.full((1392, 576), 0.5, dtype=dtype), torch.full((576, 128), 0.25, dtype=dtype)
+        a, b = torch.full((m, k), 0.5, dtype=dtype), torch.full((k, n), 0.25, dtype=dtype)
         for _ in range(3):
             a @ b
         times = []
-        for _ in range(20):
+        for _ in range(repeats):
             start = time.perf_counter()
             a @ b
             times.append(time.perf_counter() - start)

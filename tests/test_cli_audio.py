@@ -96,6 +96,31 @@ def test_synthesize_in_bf16_matches_fp32(run_dir: Path, tmp_path: Path) -> None:
     assert np.sqrt(np.mean((bf16 - reference) ** 2)) < 0.05 * np.sqrt(np.mean(reference**2))
 
 
+def test_auto_precision_is_probed_on_the_loaded_models_own_product(
+    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sharedflow.api import held_out_set, load_model
+    from sharedflow.precision import Capabilities
+
+    probed = []
+    detect = Capabilities.detect
+
+    def spy(device="cpu", measure=True, gemm=None):
+        probed.append(gemm)
+        return detect(device, False, gemm)
+
+    monkeypatch.setattr(Capabilities, "detect", staticmethod(spy))
+    np.save(tmp_path / "one.npy", np.random.default_rng(0).normal(-5, 1, (80, 20)).astype("f4"))
+    synthesize = ["synthesize", str(run_dir), str(tmp_path / "one.npy"), "--out", str(tmp_path)]
+    assert main(synthesize) == 0
+    evaluate = ["evaluate", str(run_dir), "--max-items", "1", "--resynthesis"]
+    assert main(evaluate) == 0
+    model, config = load_model(run_dir)
+    first = len(held_out_set(config).items[0])
+    assert probed == [model.generation_gemm(256 * 20), model.generation_gemm(first)]
+    assert probed[0] is not None and probed[0][0] == 256 * 20 // model.length_multiple
+
+
 def test_params_json_matches_the_library(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["params", "audio/nanoflow-tiny", "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)

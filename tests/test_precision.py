@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sharedflow.precision import Capabilities, autocast, choose
+from sharedflow.precision import ROW_GEMM, Capabilities, autocast, choose
 
 AVX2 = Capabilities("AVX2", frozenset({"avx2", "fma"}))
 AVX512 = Capabilities("AVX512", frozenset({"avx2", "avx512f", "avx512bw"}))
@@ -76,5 +76,20 @@ def test_the_probe_draws_nothing_from_the_global_rng_and_runs_only_when_asked() 
     expected = torch.rand(3)
     torch.manual_seed(0)
     assert bf16_gemm_speedup.__wrapped__(torch.get_num_threads()) > 0
+    assert bf16_gemm_speedup.__wrapped__(torch.get_num_threads(), (1, 48, 32)) > 0
     assert torch.equal(torch.rand(3), expected)  # a seeded run does not depend on the machine
     assert Capabilities.detect("cpu", measure=False).bf16_speedup is None
+
+
+def test_the_probe_is_the_models_own_row_product_and_is_named() -> None:
+    from sharedflow.models import waveflow, waveglow
+
+    assert waveflow(16, 64).generation_gemm(22272) == ROW_GEMM
+    one_column = waveflow(None, 16, n_layers=8, n_flows=4, dilation_cycle=8, n_mels=40)
+    assert one_column.generation_gemm(8000) == (1, 48, 32)  # 3 taps x 16 channels -> 2 x 16
+    assert waveglow(n_flows=2, n_group=8, n_early_every=4).generation_gemm(22050) is None
+    measured = Capabilities("AVX512", frozenset({"avx512_bf16"}), None, 0.7, (1, 48, 32))
+    assert "(1, 48) @ (48, 32) at 0.70x fp32" in measured.describe()
+    assert choose("auto", measured) == ("fp32", None)
+    assert Capabilities.detect("cpu", measure=False, gemm=(1, 48, 32)).gemm == (1, 48, 32)
+    assert Capabilities.detect("cpu", measure=False).gemm == ROW_GEMM

@@ -14,7 +14,9 @@ sampling. Callers use these methods and never ask which kind of model they hold:
   each clip's loudness), or ``{}``;
 - ``write_samples(out_dir, stem, items, temperature) -> paths``: what a person listens to or
   looks at;
-- ``speed(items) -> (rate, unit)``: synthesis or sampling speed.
+- ``speed(items) -> (rate, unit)``: synthesis or sampling speed;
+- ``generation_gemm(size) -> (m, k, n) | None``: the matrix product that generation repeats
+  most, on which ``sharedflow.precision`` times bf16 against fp32 (None: its default shape).
 
 ``modality`` is a name for messages, never a switch.
 """
@@ -58,6 +60,8 @@ class Task(Protocol):
     ) -> list[Path]: ...
 
     def speed(self, items: Any) -> tuple[float, str]: ...
+
+    def generation_gemm(self, size: int) -> tuple[int, int, int] | None: ...
 
 
 def median_seconds(run: Callable[[], object], repeats: int = 3) -> float:

@@ -275,6 +275,10 @@ class ImageFlow(nn.Module):
     def quality_floor(self, items: Any, max_items: int | None = None) -> dict[str, float]:
         return {}
 
+    def generation_gemm(self, size: int) -> tuple[int, int, int] | None:
+        """None: sampling's precision is probed on ``sharedflow.precision.ROW_GEMM``."""
+        return None
+
     def showcase(self, items: Any, n: int = 16) -> tuple[Tensor, Tensor | None]:
         """Held-out images to show beside samples, and the labels to sample with.
 

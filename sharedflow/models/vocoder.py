@@ -20,6 +20,8 @@ from sharedflow.audio.mel import MelSpectrogram
 from sharedflow.core.flow import NormalizingFlow
 from sharedflow.core.metrics import METRICS
 from sharedflow.core.task import median_seconds
+from sharedflow.layers.reshape import Fold2d
+from sharedflow.nets.wavenet2d import WaveNet2D
 
 __all__ = ["Vocoder"]
 
@@ -206,6 +208,17 @@ class Vocoder(nn.Module):
             write_wav(out_dir / "original.wav", clip, self.sample_rate),
             plot_spectrograms(clip, audio, self.sample_rate, stem, out_dir / f"{stem}.png"),
         ]
+
+    def generation_gemm(self, size: int) -> tuple[int, int, int] | None:
+        """``(m, k, n)``, the matrix product that synthesis of ``size`` samples repeats most: a
+        WaveFlow row conv (``WaveNet2D.row_gemm`` over ``T / h`` columns, or one); None for a
+        flow without a row loop. ``sharedflow.precision`` times bf16 against fp32 on it."""
+        nets = [m for m in self.flow.modules() if isinstance(m, WaveNet2D)]
+        folds = [m for m in self.flow.modules() if isinstance(m, Fold2d)]
+        if not nets or not folds:
+            return None
+        height = folds[0].height
+        return nets[0].row_gemm(1 if height is None else max(1, size // height))
 
     @torch.no_grad()
     def speed(self, clips: Any) -> tuple[float, str]:

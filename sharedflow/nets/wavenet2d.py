@@ -178,6 +178,12 @@ class WaveNet2D(GateEmbedding, CausalNet):
             skips = skips + skip
         return skips
 
+    def row_gemm(self, width: int) -> tuple[int, int, int]:
+        """``(m, k, n)`` of one row's conv in generation, ``(B W, K K_w R) @ (K K_w R, 2R)``
+        for ``B = 1``: the product a row step repeats ``n_layers`` times."""
+        conv = self.convs[0]
+        return width, conv.in_channels * math.prod(conv.kernel_size), conv.out_channels
+
     def init_cache(self, x: Tensor, context: Context, step: StepInput | None = None) -> RowCache:
         """Rings and the weights of generation, computed in at least float32, then cast.
 
