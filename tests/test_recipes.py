@@ -38,7 +38,12 @@ PAPER = {
 # Paper-scale recipes at other sample rates (tests/test_sample_rates.py checks their counts).
 OTHER_RATES = ["audio/waveflow-h16-r64-24k", "audio/waveflow-h16-r64-44k"]
 # CPU recipes on built-in data: the tiny ones, and longer ones that reach further.
-LONGER = ["image/tarflow-shapes", "audio/waveflow-16k-h128", "audio/waveflow-8k-harmonics"]
+LONGER = [
+    "image/tarflow-shapes",
+    "audio/waveflow-16k-h128",
+    "audio/waveflow-8k-harmonics",
+    "audio/waveflow-8k-source",
+]
 TINY = [name for name in list_recipes() if name.endswith("-tiny")] + LONGER
 
 
@@ -60,7 +65,8 @@ def test_paper_recipe_has_the_reference_parameter_count(recipe: str) -> None:
 # The one-column vocoder's end-of-run sample is sequential over every sample of a 1-2.5 s
 # clip (about 30 s on 2 cores): here it trains and samples in 512 rows; the one-column
 # path is covered end to end by the tiny one-column vocoder in tests/test_audio_models.py.
-FASTER = {"audio/waveflow-8k-harmonics": ["model.height=512", "data.length_multiple=512"]}
+IN_ROWS = ["model.height=512", "data.length_multiple=512"]
+FASTER = {"audio/waveflow-8k-harmonics": IN_ROWS, "audio/waveflow-8k-source": IN_ROWS}
 
 
 @pytest.mark.parametrize("recipe", TINY)
@@ -80,8 +86,9 @@ def test_tiny_recipe_trains_two_steps(recipe: str, tmp_path: Path) -> None:
     assert any((run_dir / "samples").iterdir())
 
 
-def test_the_harmonics_recipe_is_one_column() -> None:
-    model = build_model("audio/waveflow-8k-harmonics", device="cpu")
+@pytest.mark.parametrize("recipe", ["audio/waveflow-8k-harmonics", "audio/waveflow-8k-source"])
+def test_the_8k_recipes_are_one_column(recipe: str) -> None:
+    model = build_model(recipe, device="cpu")
     assert model.length_multiple == 1
     assert model.log_prob(torch.zeros(1, 1000) + 1e-3).shape == (1,)  # any length
 

@@ -30,7 +30,7 @@ class Denoiser(nn.Module):
         self.stft = STFT(mel.n_fft, mel.hop_length, mel.win_length)
         device = next(vocoder.parameters()).device
         self.stft.to(device)
-        zeros = torch.zeros(1, mel.n_mels, n_frames, device=device)
+        zeros = torch.zeros(1, mel.channels, n_frames, device=device)
         bias_audio = vocoder.synthesize(zeros, temperature=0.0).float()
         real, imag = self.stft(bias_audio)
         self.register_buffer("bias", (real.square() + imag.square()).sqrt()[:, :, :1])  # (1, F, 1)

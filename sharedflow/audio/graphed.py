@@ -28,8 +28,7 @@ class GraphedDecode:
                 f"{vocoder.length_multiple}"
             )
         self.vocoder = vocoder
-        self.mel = torch.zeros(batch, vocoder.mel.n_mels, frames, dtype=weight.dtype,
-                               device=weight.device)  # fmt: skip
+        self.mel = torch.zeros(batch, vocoder.mel.channels, frames, device=weight.device)
         self.z = torch.zeros(batch, n_samples, dtype=weight.dtype, device=weight.device)
         self.graph: torch.cuda.CUDAGraph | None = None
         if weight.device.type != "cuda":
@@ -53,7 +52,7 @@ class GraphedDecode:
                 f"{tuple(mel.shape)} and {tuple(z.shape)}"
             )
         if self.graph is None:
-            return self.vocoder.decode(mel.to(self.mel.dtype), z.to(self.z.dtype))
+            return self.vocoder.decode(mel.float(), z.to(self.z.dtype))
         self.mel.copy_(mel)
         self.z.copy_(z)
         self.graph.replay()

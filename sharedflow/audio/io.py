@@ -38,7 +38,7 @@ def read_mel_input(path: Path, vocoder: nn.Module) -> list[tuple[torch.Tensor, i
                 raise ValueError(f"{path}: holds a {type(mel).__name__}, not a mel tensor")
             mel = mel.float()
         mel = mel[None] if mel.dim() == 2 else mel
-        n_mels = vocoder.mel.n_mels
+        n_mels = vocoder.mel.channels
         if mel.dim() != 3 or mel.shape[1] != n_mels:
             raise ValueError(
                 f"{path}: expected a mel of shape ({n_mels}, F) or (B, {n_mels}, F), "

@@ -8,11 +8,16 @@ one is an argument, so 16 kHz and 24 kHz vocoders use the same class.
 
 from __future__ import annotations
 
+from typing import Any
+
 import librosa
 import torch
 from torch import Tensor, nn
 
-__all__ = ["MelSpectrogram"]
+from sharedflow.audio.pitch import Pitch
+from sharedflow.audio.source import phase_offset
+
+__all__ = ["MelSpectrogram", "PitchedMel"]
 
 
 class MelSpectrogram(nn.Module):
@@ -42,6 +47,11 @@ class MelSpectrogram(nn.Module):
         )
         self.register_buffer("basis", torch.from_numpy(basis).float(), persistent=False)
         self.register_buffer("window", torch.hann_window(win_length), persistent=False)
+
+    @property
+    def channels(self) -> int:
+        """Rows of what ``forward`` returns: ``n_mels``."""
+        return self.n_mels
 
     def settings(self) -> dict[str, float | int | None]:
         """What a mel made elsewhere must share with this front end to be read by the model."""
@@ -94,3 +104,35 @@ def _same(a: float | int | None, b: float | int | None) -> bool:
     if a is None or b is None:
         return a is None and b is None
     return abs(float(a) - float(b)) <= 1e-6 * max(1.0, abs(float(b)))
+
+
+class PitchedMel(MelSpectrogram):
+    """The log-mel with two more rows per frame: ``(B, T) -> (B, n_mels + 2, F)``.
+
+    Row ``n_mels`` is ``sharedflow.audio.pitch.Pitch``'s f0 in Hz (0: unvoiced), row
+    ``n_mels + 1`` the phase of the audio's fundamental against the source's running phase
+    (``sharedflow.audio.source.phase_offset``), for a vocoder whose nets also read a harmonic
+    source. Only training reads the phase row; synthesis runs the source free, so a mel made
+    elsewhere may hold zeros there. ``f0_min``, ``f0_max``: the pitch range searched.
+    """
+
+    def __init__(self, *args: Any, f0_min: float = 60.0, f0_max: float = 500.0, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.pitch = Pitch(self.sample_rate, self.hop_length, f0_min, f0_max)
+
+    @property
+    def channels(self) -> int:
+        return self.n_mels + 2
+
+    def settings(self) -> dict[str, float | int | None]:
+        return super().settings() | {"f0_min": self.pitch.f_min, "f0_max": self.pitch.f_max}
+
+    def forward(self, audio: Tensor) -> Tensor:
+        squeeze = audio.dim() == 1
+        audio = audio.unsqueeze(0) if squeeze else audio
+        f0 = self.pitch(audio)
+        window = 2 * self.pitch.tau_max  # two of the longest periods
+        theta = phase_offset(audio, f0, self.hop_length, self.sample_rate, window)
+        rows = torch.stack([f0, theta], 1).to(audio.dtype)
+        mel = torch.cat([super().forward(audio), rows], 1)
+        return mel[0] if squeeze else mel

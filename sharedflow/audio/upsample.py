@@ -14,19 +14,26 @@ exactly as the waveform is folded.
   (:func:`upsample_strides`; ``16 x 16`` for the references' 256), so ``F`` frames give at least
   ``hop F`` samples. An optional frame-rate network (``sharedflow.audio.frames.FrameNet``)
   transforms the mel first; the references have none.
+- ``SourceUpsampler``: for a mel with f0 and phase rows (``PitchedMel``), another upsampler's
+  context with a harmonic source at the f0 (``sharedflow.audio.source``) folded beside it,
+  ``(B, n_mels + K, h, T / h)``; the source is locked to the phase row in training only. The
+  references have none.
+
+The mel is cast to the upsampler's dtype here, not before: the f0 row stays float32.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sharedflow.layers.reshape import fold
 from sharedflow.nets.common import wn
 
-__all__ = ["WaveFlowUpsampler", "WaveGlowUpsampler", "upsample_strides"]
+__all__ = ["SourceUpsampler", "WaveFlowUpsampler", "WaveGlowUpsampler", "upsample_strides"]
 
 
 def upsample_strides(hop_length: int) -> tuple[int, int]:
@@ -59,7 +66,7 @@ class WaveGlowUpsampler(nn.Module):
         self.upsample = nn.ConvTranspose1d(n_mels, n_mels, kernel_size, stride=hop_length)
 
     def forward(self, mel: Tensor, shape: Sequence[int]) -> Tensor:
-        up = _crop(self.upsample(mel), shape[-1])  # (B, n_mels, T)
+        up = _crop(self.upsample(mel.to(self.upsample.weight.dtype)), shape[-1])  # (B, n_mels, T)
         return fold(up, self.n_group).flatten(1, 2)
 
 
@@ -81,7 +88,33 @@ class WaveFlowUpsampler(nn.Module):
         )
 
     def forward(self, mel: Tensor, shape: Sequence[int]) -> Tensor:
+        mel = mel.to(next(self.parameters()).dtype)
         up = (mel if self.frames is None else self.frames(mel)).unsqueeze(1)
         for layer in self.layers:
             up = F.leaky_relu(layer(up), 0.4)
         return fold(_crop(up.squeeze(1), shape[-1]), self.height)  # (B, n_mels, h, T / h)
+
+
+class SourceUpsampler(nn.Module):
+    """``(B, n_mels + 2, F) -> (B, n_mels + K, h, T / h)``: ``upsampler``'s context of the mel
+    rows, then ``source``'s excitation of the f0 row, folded alike. In training the source is
+    locked to the phase row (the audio's own fundamental); otherwise it runs free, as synthesis
+    must, having no audio.
+
+    Args:
+        upsampler: the mel's context encoder (``WaveFlowUpsampler``).
+        source: ``HarmonicSource``, ``(f0 (B, F), T, theta (B, F) | None) -> (B, K, T)``.
+        height: the fold (``None``: one column).
+    """
+
+    def __init__(self, upsampler: nn.Module, source: nn.Module, height: int | None) -> None:
+        super().__init__()
+        self.upsampler = upsampler
+        self.source = source
+        self.height = height
+
+    def forward(self, mel: Tensor, shape: Sequence[int]) -> Tensor:
+        up = self.upsampler(mel[:, :-2], shape)
+        theta = mel[:, -1].float() if self.training else None
+        excitation = self.source(mel[:, -2].float(), shape[-1], theta).to(up.dtype)
+        return torch.cat([up, fold(excitation, self.height)], 1)

@@ -53,7 +53,7 @@ class Graph:
 def _frames_example(model: nn.Module, batch: int = 2, frames: int = 5) -> dict[str, Tensor]:
     dtype = next(model.flow.parameters()).dtype
     return {
-        "mel": torch.randn(batch, model.mel.n_mels, frames, dtype=dtype),
+        "mel": torch.randn(batch, model.mel.channels, frames, dtype=dtype),
         "noise": torch.randn(batch, model.hop_length * frames, dtype=dtype),
     }
 

@@ -98,7 +98,8 @@ class Vocoder(nn.Module):
         noise: Tensor | None = None,
     ) -> Tensor:
         """Audio from a mel ``(B, n_mels, F)``: ``(B, length)`` samples, ``z ~ N(0, t^2)``
-        (``t`` defaults to the model's own), in the flow's dtype (the mel is cast to it).
+        (``t`` defaults to the model's own), in the flow's dtype (its context encoder casts the
+        mel, so that an f0 row keeps float32's precision).
 
         ``length`` defaults to ``hop * F``; a wav's mel has ``1 + T // hop`` frames, so its
         resynthesis passes ``length=T``. The flow runs on the next multiple of its fold, and
@@ -108,7 +109,6 @@ class Vocoder(nn.Module):
         (``z = t noise``), as an exported graph takes them.
         """
         dtype = next(self.flow.parameters()).dtype
-        mel = mel.to(dtype)
         length = self.hop_length * mel.shape[-1] if length is None else length
         if not 0 < length <= self.hop_length * mel.shape[-1]:
             raise ValueError(

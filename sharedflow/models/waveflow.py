@@ -31,8 +31,9 @@ from typing import Any, Literal
 from torch import nn
 
 from sharedflow.audio.frames import FrameNet
-from sharedflow.audio.mel import MelSpectrogram
-from sharedflow.audio.upsample import WaveFlowUpsampler, upsample_strides
+from sharedflow.audio.mel import MelSpectrogram, PitchedMel
+from sharedflow.audio.source import HarmonicSource
+from sharedflow.audio.upsample import SourceUpsampler, WaveFlowUpsampler, upsample_strides
 from sharedflow.core import Inverse, NormalizingFlow, Sequential, StandardNormal
 from sharedflow.core.bijection import Bijection
 from sharedflow.layers import AffineAutoregressive, Fold2d, ShiftedInput, ShiftedOutput
@@ -76,15 +77,19 @@ def _assemble(
     mel: MelSpectrogram,
     temperature: float = 1.0,
     frames: nn.Module | None = None,
+    source: HarmonicSource | None = None,
 ) -> Vocoder:
-    """Fold, one autoregressive flow per estimator with its row permutation, unfold."""
+    """Fold, one autoregressive flow per estimator with its row permutation, unfold; a
+    ``source`` is read beside the mel (``SourceUpsampler``; ``mel`` then has an f0 row)."""
     layers: list[Bijection] = [Fold2d(height)]
     permutations = _permutations(height, len(estimators), permutation)
     for estimator, perm in zip(estimators, permutations, strict=True):
         flow = AffineAutoregressive(wrap(estimator))
         layers += [perm, flow] if permute_first else [flow, perm]
     layers.append(Inverse(Fold2d(height)))
-    upsampler = WaveFlowUpsampler(height, upsample_strides(mel.hop_length), frames)
+    upsampler: nn.Module = WaveFlowUpsampler(height, upsample_strides(mel.hop_length), frames)
+    if source is not None:
+        upsampler = SourceUpsampler(upsampler, source, height)
     flow = NormalizingFlow(Sequential(layers), StandardNormal(), upsampler)
     return Vocoder(flow, mel, length_multiple=height or 1, temperature=temperature)
 
@@ -106,6 +111,9 @@ def waveflow(
     temperature: float = 1.0,
     frame_layers: int = 0,
     frame_channels: int = 128,
+    source_harmonics: int = 0,
+    f0_min: float = 60.0,
+    f0_max: float = 500.0,
 ) -> Vocoder:
     """WaveFlow as in L0SG/NanoFlow, with any NanoFlow sharing mode.
 
@@ -120,15 +128,25 @@ def waveflow(
     cleaner lower). ``height=None``: one column (see the module docstring).
     ``frame_layers > 0`` puts a ``FrameNet`` of that depth and ``frame_channels`` width before
     the upsampler (not in the references, so 0 keeps their parameter counts).
+    ``source_harmonics = K > 0`` makes the front end a ``PitchedMel`` (f0 searched in ``f0_min
+    .. f0_max`` Hz) and gives every layer a ``HarmonicSource`` of ``K`` sines at that f0 beside
+    the mel, as neural source-filter vocoders do (not in the references either).
     """
     mode = as_sharing(sharing, embedding_dim)
     if residual_scale is None:
         residual_scale = 1.0 if mode.embedding_dim else math.sqrt(0.5)
     dilations = height_dilations(n_layers, dilation_cycle)
+    pitched = source_harmonics > 0
+    settings = dict(hop_length=hop_length, n_mels=n_mels, **(mel or {}))
+    front = (
+        PitchedMel(sample_rate, f0_min=f0_min, f0_max=f0_max, **settings)
+        if pitched
+        else MelSpectrogram(sample_rate, **settings)
+    )
     estimators = mode.build(
         n_flows,
         lambda emb: WaveNet2D(
-            context_channels=n_mels,
+            context_channels=n_mels + source_harmonics,
             channels=channels,
             n_layers=n_layers,
             height_dilations=dilations,
@@ -144,9 +162,10 @@ def waveflow(
         permute_first=True,
         height=height,
         permutation=permutation,
-        mel=MelSpectrogram(sample_rate, hop_length=hop_length, n_mels=n_mels, **(mel or {})),
+        mel=front,
         temperature=temperature,
         frames=FrameNet(n_mels, frame_channels, frame_layers) if frame_layers else None,
+        source=HarmonicSource(source_harmonics, sample_rate, hop_length) if pitched else None,
     )
 
 

@@ -1,0 +1,154 @@
+"""The harmonic source: YIN's f0 against known pitches and librosa, the excitation it drives and
+its phase lock, the rows of the pitched mel, and a WaveFlow that reads the source in training
+(locked to the audio) and in synthesis (free)."""
+
+from __future__ import annotations
+
+import math
+
+import librosa
+import numpy as np
+import pytest
+import torch
+
+from sharedflow.audio.io import read_mel_input
+from sharedflow.audio.mel import MelSpectrogram, PitchedMel
+from sharedflow.audio.pitch import Pitch
+from sharedflow.audio.source import HarmonicSource, phase_offset
+from sharedflow.models import waveflow
+from sharedflow.nets import WaveNet2D
+
+MEL = {"n_fft": 256, "win_length": 256, "f_min": 0.0, "f_max": 4000.0}
+SMALL = dict(
+    height=None, channels=8, n_layers=3, n_flows=2, n_mels=20, sample_rate=8000, hop_length=64,
+    mel=MEL,
+)  # fmt: skip
+
+
+def _voice(f: torch.Tensor, sample_rate: int) -> torch.Tensor:
+    """Three harmonics of the per-sample pitch ``f (T,)``."""
+    phase = 2 * math.pi * torch.cumsum(f.double() / sample_rate, 0)
+    return (0.5 * phase.sin() + 0.3 * (2 * phase + 1).sin() + 0.2 * (3 * phase).sin()).float()
+
+
+@pytest.mark.parametrize(("sample_rate", "hop", "f0"), [(8000, 64, 83.3), (8000, 64, 247.0),
+                                                          (22050, 256, 110.0)])  # fmt: skip
+def test_yin_finds_a_steady_pitch_to_two_cents(sample_rate, hop, f0) -> None:
+    x = _voice(torch.full((sample_rate,), f0), sample_rate)
+    estimate = Pitch(sample_rate, hop)(x[None])[0]
+    assert estimate.shape == (1 + sample_rate // hop,)
+    inner = estimate[4:-4]  # the reflect-padded edges may be unvoiced
+    assert (inner > 0).all()
+    assert (1200 * torch.log2(inner / f0)).abs().max() < 2.0
+
+
+def test_yin_follows_a_glide_as_closely_as_librosa() -> None:
+    sample_rate, hop = 8000, 64
+    t = torch.arange(2 * sample_rate) / sample_rate
+    f = 150 * (1 + 0.15 * torch.sin(2 * math.pi * 3 * t))
+    x = _voice(f, sample_rate)
+    ours = Pitch(sample_rate, hop)(x[None])[0].numpy()
+    theirs = librosa.yin(x.numpy(), fmin=60, fmax=500, sr=sample_rate, frame_length=512,
+                         hop_length=hop)  # fmt: skip
+    truth = f[::hop].numpy()
+    inner = slice(8, len(theirs) - 8)
+
+    def cents(track: np.ndarray) -> float:
+        return float(np.sqrt(np.mean((1200 * np.log2(track[inner] / truth[inner])) ** 2)))
+
+    assert cents(ours) < 25 and cents(ours) < 2 * cents(theirs)
+
+
+def test_noise_and_silence_are_unvoiced() -> None:
+    pitch = Pitch(8000, 64)
+    noise = 0.3 * torch.randn(2, 8000, generator=torch.Generator().manual_seed(0))
+    assert (pitch(noise) == 0).float().mean() > 0.95
+    assert (pitch(torch.zeros(1, 8000)) == 0).all()
+
+
+def test_a_pitch_range_beyond_a_quarter_of_the_rate_is_refused() -> None:
+    with pytest.raises(ValueError, match="pitch range"):
+        Pitch(8000, 64, f_min=60, f_max=2500)
+
+
+def test_the_excitation_has_the_pitch_and_only_audible_voiced_harmonics() -> None:
+    source = HarmonicSource(4, 8000, 64)
+    f0 = torch.tensor([[0.0, 100.0, 100.0, 100.0, 1500.0, 1500.0]])
+    e = source(f0, 6 * 64)
+    assert e.shape == (1, 4, 384)
+    assert torch.equal(e[..., :64], torch.zeros(1, 4, 64))  # unvoiced
+    t = torch.arange(64, 256)
+    expected = torch.sin(2 * math.pi * 100 * (t - 63) / 8000)  # the phase starts at the voicing
+    assert torch.allclose(e[0, 0, 64:256], expected, atol=1e-5)
+    fourth = torch.sin(4 * 2 * math.pi * 100 * (t - 63) / 8000)
+    assert torch.allclose(e[0, 3, 64:256], fourth, atol=1e-4)
+    assert e[0, 1, 256:].abs().max() > 0.9  # 3000 Hz: below Nyquist
+    assert torch.equal(e[0, 2:, 256:], torch.zeros(2, 128))  # 4500 Hz and up: above it
+    assert torch.equal(e, source(f0, 384))
+    with pytest.raises(ValueError, match="cover fewer"):
+        source(f0, 385)
+
+
+def test_the_phase_offset_locks_the_source_to_the_audios_fundamental() -> None:
+    sample_rate, hop = 8000, 64
+    t = torch.arange(sample_rate)
+    x = 0.5 * torch.sin(2 * math.pi * 151 * (t + 1) / sample_rate + 1.0)  # 151 Hz, phase 1
+    x = x + 0.3 * torch.sin(4 * math.pi * 151 * (t + 1) / sample_rate)
+    f0 = torch.full((1, 126), 150.0)  # an f0 1 Hz off: the offset grows 2 pi a second
+    theta = phase_offset(x[None], f0, hop, sample_rate, 268)
+    middles = torch.arange(126) * hop + hop // 2 + 1
+    expected = (2 * math.pi * middles / sample_rate + 1.0).remainder(2 * math.pi)
+    inner = slice(5, 120)
+    wrapped = (theta[0, inner] - expected[inner] + math.pi).remainder(2 * math.pi) - math.pi
+    assert wrapped.abs().max() < 0.02
+    source = HarmonicSource(1, sample_rate, hop)
+    locked, free = source(f0, sample_rate, theta)[0, 0], source(f0, sample_rate)[0, 0]
+
+    def correlation(e: torch.Tensor) -> float:
+        return float(torch.corrcoef(torch.stack([e[400:-400], x[400:-400]]))[0, 1])
+
+    assert correlation(locked) > 0.85  # the fundamental's share of x: 0.5 / sqrt(0.34)
+    assert abs(correlation(free)) < 0.1
+    assert torch.equal(phase_offset(x[None], torch.zeros(1, 126), hop, sample_rate, 268), 0 * f0)
+
+
+def test_the_pitched_mel_is_the_mel_with_f0_and_phase_rows() -> None:
+    plain, pitched = (
+        MelSpectrogram(8000, hop_length=64, n_mels=20, **MEL),
+        PitchedMel(8000, hop_length=64, n_mels=20, f0_min=80.0, f0_max=400.0, **MEL),
+    )
+    x = _voice(torch.full((4096,), 200.0), 8000)
+    mel = pitched(x)
+    assert mel.shape == (22, 65) and pitched.channels == 22 and plain.channels == 20
+    assert torch.equal(mel[:20], plain(x))
+    assert (1200 * torch.log2(mel[20, 4:-4] / 200)).abs().max() < 2
+    assert ((mel[21] >= 0) & (mel[21] < 2 * math.pi)).all()
+    assert pitched.settings()["f0_min"] == 80.0
+
+
+def test_waveflow_reads_the_source_in_training_and_synthesis(tmp_path) -> None:
+    torch.manual_seed(0)
+    plain = waveflow(**SMALL)
+    model = waveflow(**SMALL, source_harmonics=5)
+    extra = sum(p.numel() for p in model.parameters()) - sum(p.numel() for p in plain.parameters())
+    assert extra == 5 * 2 * 8 * 3 * 2  # K columns of every context conv: 2R out, 3 layers, 2 flows
+    x = _voice(torch.full((1024,), 180.0), 8000)[None].repeat(2, 1) * 0.3
+    model(x).backward()
+    net = next(m for m in model.modules() if isinstance(m, WaveNet2D))
+    direction = max(net.context_convs[0].parameters(), key=torch.numel)  # v: (2R, 25, 1, 1)
+    assert direction.grad[:, 20:].abs().sum() > 0  # the source's columns learn
+    mel = model.mel(x[:1])
+    assert mel.shape == (1, 22, 17)
+    unlocked, unvoiced = mel.clone(), mel.clone()
+    unlocked[:, -1], unvoiced[:, -2] = 0, 0
+    assert not torch.equal(model.log_prob(x[:1], mel), model.log_prob(x[:1], unlocked))
+    model.eval()  # synthesis runs the source free: the phase row is not read
+    noise = torch.randn(1, 1024)
+    y = model.synthesize(mel, 0.6, 1024, noise)
+    assert torch.equal(y, model.synthesize(unlocked, 0.6, 1024, noise))
+    assert not torch.allclose(y, model.synthesize(unvoiced, 0.6, 1024, noise))
+    model.flow.to(torch.bfloat16)  # the f0 row stays float32: the excitation is unchanged
+    assert model.synthesize(mel, 0.6, 1024, noise).dtype == torch.bfloat16
+    np.save(tmp_path / "plain.npy", plain.mel(x[0]).numpy())
+    with pytest.raises(ValueError, match=r"\(22, F\)"):
+        read_mel_input(tmp_path / "plain.npy", model)
