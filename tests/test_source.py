@@ -14,7 +14,7 @@ import torch
 from sharedflow.audio.io import read_mel_input
 from sharedflow.audio.mel import MelSpectrogram, PitchedMel
 from sharedflow.audio.pitch import Pitch
-from sharedflow.audio.source import HarmonicSource, phase_offset
+from sharedflow.audio.source import HarmonicSource, phase_offset, upsample
 from sharedflow.models import waveflow
 from sharedflow.nets import WaveNet2D
 
@@ -73,20 +73,37 @@ def test_a_pitch_range_beyond_a_quarter_of_the_rate_is_refused() -> None:
 
 def test_the_excitation_has_the_pitch_and_only_audible_voiced_harmonics() -> None:
     source = HarmonicSource(4, 8000, 64)
-    f0 = torch.tensor([[0.0, 100.0, 100.0, 100.0, 1500.0, 1500.0]])
+    f0 = torch.tensor([[0.0, 100.0, 100.0, 100.0, 1500.0, 1500.0]])  # frame i centred at 64 i
     e = source(f0, 6 * 64)
-    assert e.shape == (1, 4, 384)
-    assert torch.equal(e[..., :64], torch.zeros(1, 4, 64))  # unvoiced
-    t = torch.arange(64, 256)
-    expected = torch.sin(2 * math.pi * 100 * (t - 63) / 8000)  # the phase starts at the voicing
-    assert torch.allclose(e[0, 0, 64:256], expected, atol=1e-5)
-    fourth = torch.sin(4 * 2 * math.pi * 100 * (t - 63) / 8000)
-    assert torch.allclose(e[0, 3, 64:256], fourth, atol=1e-4)
+    assert e.shape == (1, 4, 384) and source.channels == 4
+    assert torch.equal(e[..., :32], torch.zeros(1, 4, 32))  # nearest to the unvoiced frame 0
+    t = torch.arange(32, 193)
+    expected = torch.sin(2 * math.pi * 100 * (t - 31) / 8000)  # the phase starts at the voicing
+    assert torch.allclose(e[0, 0, 32:193], expected, atol=1e-5)
+    fourth = torch.sin(4 * 2 * math.pi * 100 * (t - 31) / 8000)
+    assert torch.allclose(e[0, 3, 32:193], fourth, atol=1e-4)
     assert e[0, 1, 256:].abs().max() > 0.9  # 3000 Hz: below Nyquist
     assert torch.equal(e[0, 2:, 256:], torch.zeros(2, 128))  # 4500 Hz and up: above it
     assert torch.equal(e, source(f0, 384))
     with pytest.raises(ValueError, match="cover fewer"):
         source(f0, 385)
+    both = HarmonicSource(4, 8000, 64, quadrature=True)
+    iq = both(f0, 384)
+    assert iq.shape == (1, 8, 384) and both.channels == 8
+    assert torch.equal(iq[:, :4], e)
+    power = iq[0, 4:, 32:193].square() + e[0, :, 32:193].square()
+    assert torch.allclose(power, torch.ones(4, 161))
+
+
+def test_the_f0_is_interpolated_between_voiced_frames_and_angles_along_the_short_arc() -> None:
+    f0 = torch.tensor([[0.0, 100.0, 200.0, 0.0]])
+    f = upsample(f0, f0 > 0, 4, 16)
+    expected = [0.0, 0, 100, 100, 100, 125, 150, 175, 200, 200, 0, 0, 0, 0, 0, 0]
+    assert torch.equal(f[0], torch.tensor(expected))
+    theta = torch.tensor([[6.0, 0.2, 0.0, 0.0]])  # 6.0 -> 0.2 crosses 2 pi: a step of +0.483
+    angle = upsample(theta, torch.ones_like(f0, dtype=torch.bool), 4, 4, circular=True)[0]
+    assert torch.allclose(angle, 6.0 + torch.arange(4) / 4 * (0.2 + 2 * math.pi - 6.0))
+    assert torch.equal(upsample(theta, f0 > 0, 4, 16, circular=True)[0, :2], torch.full((2,), 6.0))
 
 
 def test_the_phase_offset_locks_the_source_to_the_audios_fundamental() -> None:
@@ -96,8 +113,8 @@ def test_the_phase_offset_locks_the_source_to_the_audios_fundamental() -> None:
     x = x + 0.3 * torch.sin(4 * math.pi * 151 * (t + 1) / sample_rate)
     f0 = torch.full((1, 126), 150.0)  # an f0 1 Hz off: the offset grows 2 pi a second
     theta = phase_offset(x[None], f0, hop, sample_rate, 268)
-    middles = torch.arange(126) * hop + hop // 2 + 1
-    expected = (2 * math.pi * middles / sample_rate + 1.0).remainder(2 * math.pi)
+    centres = torch.arange(126) * hop + 1
+    expected = (2 * math.pi * centres / sample_rate + 1.0).remainder(2 * math.pi)
     inner = slice(5, 120)
     wrapped = (theta[0, inner] - expected[inner] + math.pi).remainder(2 * math.pi) - math.pi
     assert wrapped.abs().max() < 0.02
@@ -132,6 +149,9 @@ def test_waveflow_reads_the_source_in_training_and_synthesis(tmp_path) -> None:
     model = waveflow(**SMALL, source_harmonics=5)
     extra = sum(p.numel() for p in model.parameters()) - sum(p.numel() for p in plain.parameters())
     assert extra == 5 * 2 * 8 * 3 * 2  # K columns of every context conv: 2R out, 3 layers, 2 flows
+    both = waveflow(**SMALL, source_harmonics=5, source_quadrature=True)
+    count = sum(p.numel() for p in both.parameters())
+    assert count - sum(p.numel() for p in model.parameters()) == extra
     x = _voice(torch.full((1024,), 180.0), 8000)[None].repeat(2, 1) * 0.3
     model(x).backward()
     net = next(m for m in model.modules() if isinstance(m, WaveNet2D))

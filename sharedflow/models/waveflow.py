@@ -112,6 +112,7 @@ def waveflow(
     frame_layers: int = 0,
     frame_channels: int = 128,
     source_harmonics: int = 0,
+    source_quadrature: bool = False,
     f0_min: float = 60.0,
     f0_max: float = 500.0,
 ) -> Vocoder:
@@ -130,13 +131,19 @@ def waveflow(
     the upsampler (not in the references, so 0 keeps their parameter counts).
     ``source_harmonics = K > 0`` makes the front end a ``PitchedMel`` (f0 searched in ``f0_min
     .. f0_max`` Hz) and gives every layer a ``HarmonicSource`` of ``K`` sines at that f0 beside
-    the mel, as neural source-filter vocoders do (not in the references either).
+    the mel, as neural source-filter vocoders do (not in the references either), and with
+    ``source_quadrature`` ``K`` cosines too.
     """
     mode = as_sharing(sharing, embedding_dim)
     if residual_scale is None:
         residual_scale = 1.0 if mode.embedding_dim else math.sqrt(0.5)
     dilations = height_dilations(n_layers, dilation_cycle)
     pitched = source_harmonics > 0
+    source = (
+        HarmonicSource(source_harmonics, sample_rate, hop_length, source_quadrature)
+        if pitched
+        else None
+    )
     settings = dict(hop_length=hop_length, n_mels=n_mels, **(mel or {}))
     front = (
         PitchedMel(sample_rate, f0_min=f0_min, f0_max=f0_max, **settings)
@@ -146,7 +153,7 @@ def waveflow(
     estimators = mode.build(
         n_flows,
         lambda emb: WaveNet2D(
-            context_channels=n_mels + source_harmonics,
+            context_channels=n_mels + (source.channels if source else 0),
             channels=channels,
             n_layers=n_layers,
             height_dilations=dilations,
@@ -165,7 +172,7 @@ def waveflow(
         mel=front,
         temperature=temperature,
         frames=FrameNet(n_mels, frame_channels, frame_layers) if frame_layers else None,
-        source=HarmonicSource(source_harmonics, sample_rate, hop_length) if pitched else None,
+        source=source,
     )
 
 
