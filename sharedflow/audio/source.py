@@ -87,7 +87,8 @@ def upsample(
     left = position.floor().long().clamp_max(n_frames - 1)
     right = (left + 1).clamp_max(n_frames - 1)
     w = (position - left).clamp_max(1).to(torch.float32)
-    a, b = frames.float()[:, left], frames.float()[:, right]
+    values = frames.float()
+    a, b = values[:, left], values[:, right]
     step = (b - a + math.pi).remainder(2 * math.pi) - math.pi if circular else b - a
     nearest = torch.where(w < 0.5, a, b)
     return torch.where(voiced[:, left] & voiced[:, right], a + w * step, nearest)

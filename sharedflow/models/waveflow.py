@@ -138,16 +138,15 @@ def waveflow(
     if residual_scale is None:
         residual_scale = 1.0 if mode.embedding_dim else math.sqrt(0.5)
     dilations = height_dilations(n_layers, dilation_cycle)
-    pitched = source_harmonics > 0
     source = (
         HarmonicSource(source_harmonics, sample_rate, hop_length, source_quadrature)
-        if pitched
+        if source_harmonics > 0
         else None
     )
     settings = dict(hop_length=hop_length, n_mels=n_mels, **(mel or {}))
     front = (
         PitchedMel(sample_rate, f0_min=f0_min, f0_max=f0_max, **settings)
-        if pitched
+        if source
         else MelSpectrogram(sample_rate, **settings)
     )
     estimators = mode.build(
