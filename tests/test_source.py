@@ -141,6 +141,8 @@ def test_the_pitched_mel_is_the_mel_with_f0_and_phase_rows() -> None:
     assert (1200 * torch.log2(mel[20, 4:-4] / 200)).abs().max() < 2
     assert ((mel[21] >= 0) & (mel[21] < 2 * math.pi)).all()
     assert pitched.settings()["f0_min"] == 80.0
+    odd = Pitch(22050, 256, f_min=70.0)  # a frame of 3 x 315 samples: odd, centred all the same
+    assert odd.frame_length % 2 == 1 and odd(torch.zeros(2, 4096)).shape == (2, 17)
 
 
 def test_waveflow_reads_the_source_in_training_and_synthesis(tmp_path) -> None:

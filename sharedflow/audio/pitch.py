@@ -60,7 +60,7 @@ class Pitch(nn.Module):
     def forward(self, audio: Tensor) -> Tensor:
         audio = audio.float()
         n, w, tau_max = self.frame_length, self.frame_length - self.tau_max, self.tau_max
-        padded = F.pad(audio[:, None], (n // 2, n // 2), mode="reflect")[:, 0]
+        padded = F.pad(audio[:, None], (n // 2, n - n // 2), mode="reflect")[:, 0]  # 1 + T // hop
         frames = padded.unfold(-1, n, self.hop_length)  # (B, F, N)
         spectrum = torch.fft.rfft(frames, 2 * n)
         window = torch.fft.rfft(frames[..., :w], 2 * n)
