@@ -196,6 +196,9 @@ CASES: dict[str, Callable[[], Case]] = {
     "group-fold": lambda: Case(sf.GroupFold(4), torch.randn(2, 16)),
     "fold-2d": lambda: Case(sf.Fold2d(4), torch.randn(2, 16)),
     "fold-2d-one-column": lambda: Case(sf.Fold2d(None), torch.randn(2, 7)),
+    "context-shift": lambda: Case(
+        sf.ContextShift(), torch.randn(2, 1, 4, 3), torch.randn(2, 3, 4, 3)
+    ),
     "squeeze-2d": lambda: Case(sf.Squeeze2d(2), torch.randn(2, 2, 4, 4)),
     "patchify": lambda: Case(sf.Patchify(2, 3, 4, 4), torch.randn(2, 3, 4, 4)),
     "reverse": lambda: Case(sf.reverse(5), torch.randn(2, 5, 3)),

@@ -96,25 +96,42 @@ class WaveFlowUpsampler(nn.Module):
 
 
 class SourceUpsampler(nn.Module):
-    """``(B, n_mels + 2, F) -> (B, n_mels + K, h, T / h)``: ``upsampler``'s context of the mel
-    rows, then ``source``'s excitation of the f0 row, folded alike. In training the source is
-    locked to the phase row (the audio's own fundamental); otherwise it runs free, as synthesis
-    must, having no audio.
+    """``(B, n_mels + 2, F) -> (B, n_mels + C (+ 1), h, T / h)``: ``upsampler``'s context of the
+    mel rows, then ``source``'s excitation of the f0 row, folded alike. In training the source
+    is locked to the phase row (the audio's own fundamental); otherwise it runs free, as
+    synthesis must, having no audio. With ``amplitudes``, one more row: the estimate
+    ``sum_k A_k sin(k (phi + theta))`` of the voiced audio, ``A_k`` the mel's amplitudes of the
+    harmonics (a ``ContextShift`` then subtracts it from the audio).
 
     Args:
         upsampler: the mel's context encoder (``WaveFlowUpsampler``).
-        source: ``HarmonicSource``, ``(f0 (B, F), T, theta (B, F) | None) -> (B, K, T)``.
+        source: ``HarmonicSource``, ``(f0 (B, F), T, theta, amplitude) -> (B, C, T)``, its
+            ``K`` sines first.
         height: the fold (``None``: one column).
+        amplitudes: ``HarmonicAmplitudes``, ``(log_mel, f0) -> (B, K, F)``, or None: no
+            estimate row.
     """
 
-    def __init__(self, upsampler: nn.Module, source: nn.Module, height: int | None) -> None:
+    def __init__(
+        self,
+        upsampler: nn.Module,
+        source: nn.Module,
+        height: int | None,
+        amplitudes: nn.Module | None = None,
+    ) -> None:
         super().__init__()
         self.upsampler = upsampler
         self.source = source
         self.height = height
+        self.amplitudes = amplitudes
 
     def forward(self, mel: Tensor, shape: Sequence[int]) -> Tensor:
         up = self.upsampler(mel[:, :-2], shape)
+        f0 = mel[:, -2].float()
         theta = mel[:, -1].float() if self.training else None
-        excitation = self.source(mel[:, -2].float(), shape[-1], theta).to(up.dtype)
-        return torch.cat([up, fold(excitation, self.height)], 1)
+        excitation = self.source(f0, shape[-1], theta)
+        if self.amplitudes is not None:
+            weights = self.amplitudes(mel[:, :-2].float(), f0)
+            sines = self.source(f0, shape[-1], theta, weights)[:, : weights.shape[1]]
+            excitation = torch.cat([excitation, sines.sum(1, keepdim=True)], 1)
+        return torch.cat([up, fold(excitation.to(up.dtype), self.height)], 1)

@@ -18,6 +18,7 @@ from sharedflow.layers.permute import (
     reverse,
 )
 from sharedflow.layers.reshape import Fold2d, GroupFold, Patchify, Squeeze2d
+from sharedflow.layers.shift import ContextShift
 from sharedflow.layers.split import SplitOff
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "AffineCoupling",
     "AffineParam",
     "CausalNet",
+    "ContextShift",
     "ExpAffine",
     "Flip",
     "Fold2d",

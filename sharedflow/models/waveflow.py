@@ -30,13 +30,20 @@ from typing import Any, Literal
 
 from torch import nn
 
+from sharedflow.audio.envelope import HarmonicAmplitudes
 from sharedflow.audio.frames import FrameNet
 from sharedflow.audio.mel import MelSpectrogram, PitchedMel
 from sharedflow.audio.source import HarmonicSource
 from sharedflow.audio.upsample import SourceUpsampler, WaveFlowUpsampler, upsample_strides
 from sharedflow.core import Inverse, NormalizingFlow, Sequential, StandardNormal
 from sharedflow.core.bijection import Bijection
-from sharedflow.layers import AffineAutoregressive, Fold2d, ShiftedInput, ShiftedOutput
+from sharedflow.layers import (
+    AffineAutoregressive,
+    ContextShift,
+    Fold2d,
+    ShiftedInput,
+    ShiftedOutput,
+)
 from sharedflow.layers.permute import Flip, bipartize, reverse
 from sharedflow.models.vocoder import Vocoder
 from sharedflow.nets import WaveNet2D, ZeroConv, height_dilations
@@ -78,10 +85,13 @@ def _assemble(
     temperature: float = 1.0,
     frames: nn.Module | None = None,
     source: HarmonicSource | None = None,
+    amplitudes: HarmonicAmplitudes | None = None,
 ) -> Vocoder:
     """Fold, one autoregressive flow per estimator with its row permutation, unfold; a
-    ``source`` is read beside the mel (``SourceUpsampler``; ``mel`` then has an f0 row)."""
-    layers: list[Bijection] = [Fold2d(height)]
+    ``source`` is read beside the mel (``SourceUpsampler``; ``mel`` then has an f0 row), and
+    with ``amplitudes`` the flows model the audio minus the source's estimate of it
+    (``ContextShift``, before the first permutation moves the context's rows)."""
+    layers: list[Bijection] = [Fold2d(height)] + ([ContextShift()] if amplitudes else [])
     permutations = _permutations(height, len(estimators), permutation)
     for estimator, perm in zip(estimators, permutations, strict=True):
         flow = AffineAutoregressive(wrap(estimator))
@@ -89,7 +99,7 @@ def _assemble(
     layers.append(Inverse(Fold2d(height)))
     upsampler: nn.Module = WaveFlowUpsampler(height, upsample_strides(mel.hop_length), frames)
     if source is not None:
-        upsampler = SourceUpsampler(upsampler, source, height)
+        upsampler = SourceUpsampler(upsampler, source, height, amplitudes)
     flow = NormalizingFlow(Sequential(layers), StandardNormal(), upsampler)
     return Vocoder(flow, mel, length_multiple=height or 1, temperature=temperature)
 
@@ -113,6 +123,7 @@ def waveflow(
     frame_channels: int = 128,
     source_harmonics: int = 0,
     source_quadrature: bool = False,
+    source_mean: bool = False,
     f0_min: float = 60.0,
     f0_max: float = 500.0,
 ) -> Vocoder:
@@ -132,9 +143,14 @@ def waveflow(
     ``source_harmonics = K > 0`` makes the front end a ``PitchedMel`` (f0 searched in ``f0_min
     .. f0_max`` Hz) and gives every layer a ``HarmonicSource`` of ``K`` sines at that f0 beside
     the mel, as neural source-filter vocoders do (not in the references either), and with
-    ``source_quadrature`` ``K`` cosines too.
+    ``source_quadrature`` ``K`` cosines too; ``source_mean`` makes the flows model the audio
+    minus ``sum_k A_k sin(k (phi + theta))``, the source's harmonics weighted by their
+    amplitudes in the mel (``HarmonicAmplitudes``): a source-filter estimate of the voiced
+    audio, which the nets also read, as one more context row.
     """
     mode = as_sharing(sharing, embedding_dim)
+    if source_mean and source_harmonics < 1:
+        raise ValueError("source_mean is a harmonic source's estimate: set source_harmonics > 0")
     if residual_scale is None:
         residual_scale = 1.0 if mode.embedding_dim else math.sqrt(0.5)
     dilations = height_dilations(n_layers, dilation_cycle)
@@ -152,7 +168,7 @@ def waveflow(
     estimators = mode.build(
         n_flows,
         lambda emb: WaveNet2D(
-            context_channels=n_mels + (source.channels if source else 0),
+            context_channels=n_mels + (source.channels + int(source_mean) if source else 0),
             channels=channels,
             n_layers=n_layers,
             height_dilations=dilations,
@@ -172,6 +188,17 @@ def waveflow(
         temperature=temperature,
         frames=FrameNet(n_mels, frame_channels, frame_layers) if frame_layers else None,
         source=source,
+        amplitudes=(
+            HarmonicAmplitudes(
+                front.basis,
+                front.n_fft,
+                front.win_length,
+                sample_rate,
+                source_harmonics,
+            )
+            if source_mean
+            else None
+        ),
     )
 
 
