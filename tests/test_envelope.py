@@ -42,17 +42,17 @@ def test_a_comb_of_known_amplitudes_is_read_back_from_its_mel(f0: float) -> None
     assert torch.equal(a[above:], torch.zeros(32 - above, a.shape[-1]))
 
 
-def test_the_amplitudes_weight_the_sources_harmonics() -> None:
+def test_the_amplitudes_are_upsampled_like_the_f0() -> None:
     source = HarmonicSource(3, 8000, 64, quadrature=True)
     f0 = torch.full((1, 9), 200.0)
-    plain = source(f0, 512)
     amplitude = torch.tensor([0.5, 0.2, 0.1])[None, :, None].expand(1, 3, 9)
-    weighted = source(f0, 512, amplitude=amplitude)
-    assert torch.allclose(weighted, plain * amplitude[..., :1].repeat(1, 2, 1))
+    assert torch.equal(source.envelope(amplitude, f0, 512), amplitude[..., :1].expand(1, 3, 512))
     rising = torch.linspace(0, 8, 9)[None, None].expand(1, 3, 9)  # linear between frame centres
-    ramp = source(f0, 512, amplitude=rising)
+    ramp = source.envelope(rising, f0, 512)
     t = torch.arange(512)
-    assert torch.allclose(ramp[0, 0], plain[0, 0] * (t / 64).clamp_max(8), atol=1e-5)
+    assert torch.allclose(ramp[0, 0], (t / 64).clamp_max(8), atol=1e-5)
+    steps = source.envelope(rising, torch.zeros(1, 9), 512)  # unvoiced: the nearest frame's
+    assert torch.equal(steps[0, 0], (t / 64 + 0.5).floor().clamp_max(8))
 
 
 def test_a_waveflow_with_the_source_mean_models_the_audio_minus_the_estimate() -> None:

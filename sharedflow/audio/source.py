@@ -23,8 +23,8 @@ harmonic's phase, as a formant does to the harmonics near it; sine and cosine to
 every phase, ``a sin + b cos``.
 
 Given each frame's harmonic amplitudes ``A_k`` (``sharedflow.audio.envelope``), upsampled like
-``f``, the rows are ``A_k(t) e_k(t)``: the harmonics then carry the mel's spectral envelope,
-and their sum is already a rough copy of the voiced audio.
+``f`` (``envelope``), the rows ``A_k(t) e_k(t)`` carry the mel's spectral envelope, and their
+sum is already a rough copy of the voiced audio.
 """
 
 from __future__ import annotations
@@ -64,29 +64,24 @@ class HarmonicSource(nn.Module):
     def channels(self) -> int:
         return self.n_harmonics * (2 if self.quadrature else 1)
 
-    def forward(
-        self,
-        f0: Tensor,
-        n_samples: int,
-        offset: Tensor | None = None,
-        amplitude: Tensor | None = None,
-    ) -> Tensor:
-        """``f0 (B, F)``, ``offset``: ``theta (B, F)`` or None (0), ``amplitude``: ``A (B, K, F)``
-        or None (1) -> ``(B, C, n_samples)``."""
+    def forward(self, f0: Tensor, n_samples: int, offset: Tensor | None = None) -> Tensor:
+        """``f0 (B, F)`` and ``offset``: ``theta (B, F)`` or None (0) -> ``(B, C, n_samples)``."""
         f, phase = running_phase(f0, self.hop_length, self.sample_rate, n_samples)
-        voiced = f0 > 0
         if offset is not None:
-            phase = phase + upsample(offset, voiced, self.hop_length, n_samples, circular=True)
+            phase = phase + upsample(offset, f0 > 0, self.hop_length, n_samples, circular=True)
         f, phase = f[:, None], phase[:, None]  # (B, 1, T)
         k = torch.arange(1, self.n_harmonics + 1, device=f0.device, dtype=f.dtype)[:, None]
         audible = (k * f < self.sample_rate / 2) & (f > 0)  # (B, K, T)
         waves = [torch.sin(k * phase)] + ([torch.cos(k * phase)] if self.quadrature else [])
-        if amplitude is not None:
-            b, n_harmonics, n_frames = amplitude.shape
-            voiced_rows = voiced[:, None].expand(b, n_harmonics, n_frames).reshape(-1, n_frames)
-            a = upsample(amplitude.reshape(-1, n_frames), voiced_rows, self.hop_length, n_samples)
-            waves = [w * a.view(b, n_harmonics, n_samples) for w in waves]
         return torch.cat([torch.where(audible, w, torch.zeros_like(w)) for w in waves], 1)
+
+    def envelope(self, amplitude: Tensor, f0: Tensor, n_samples: int) -> Tensor:
+        """Each frame's harmonic amplitudes ``A (B, K, F)`` upsampled like ``f``: ``(B, K,
+        n_samples)``, to weight the first ``K`` rows of ``forward``'s excitation."""
+        b, n_harmonics, n_frames = amplitude.shape
+        voiced = (f0 > 0)[:, None].expand(b, n_harmonics, n_frames).reshape(-1, n_frames)
+        a = upsample(amplitude.reshape(-1, n_frames), voiced, self.hop_length, n_samples)
+        return a.view(b, n_harmonics, n_samples)
 
 
 def upsample(

@@ -105,8 +105,8 @@ class SourceUpsampler(nn.Module):
 
     Args:
         upsampler: the mel's context encoder (``WaveFlowUpsampler``).
-        source: ``HarmonicSource``, ``(f0 (B, F), T, theta, amplitude) -> (B, C, T)``, its
-            ``K`` sines first.
+        source: ``HarmonicSource``, ``(f0 (B, F), T, theta) -> (B, C, T)``, its ``K`` sines
+            first.
         height: the fold (``None``: one column).
         amplitudes: ``HarmonicAmplitudes``, ``(log_mel, f0) -> (B, K, F)``, or None: no
             estimate row.
@@ -132,6 +132,7 @@ class SourceUpsampler(nn.Module):
         excitation = self.source(f0, shape[-1], theta)
         if self.amplitudes is not None:
             weights = self.amplitudes(mel[:, :-2].float(), f0)
-            sines = self.source(f0, shape[-1], theta, weights)[:, : weights.shape[1]]
-            excitation = torch.cat([excitation, sines.sum(1, keepdim=True)], 1)
+            a = self.source.envelope(weights, f0, shape[-1])
+            estimate = (a * excitation[:, : a.shape[1]]).sum(1, keepdim=True)
+            excitation = torch.cat([excitation, estimate], 1)
         return torch.cat([up, fold(excitation.to(up.dtype), self.height)], 1)
