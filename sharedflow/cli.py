@@ -310,7 +310,11 @@ def _guidance(args: argparse.Namespace) -> dict[str, Any]:
 def _compare(args: argparse.Namespace) -> int:
     from sharedflow.compare import PRESETS, compare
 
-    names = [n for name in args.entries for n in PRESETS.get(name, [name])]
+    overrides = [e for e in args.entries if "=" in e and not Path(e).exists()]
+    given = [e for e in args.entries if e not in overrides]
+    names = [n for name in given for n in PRESETS.get(name, [name])]
+    if not names:
+        raise CommandError("compare needs at least one recipe, run or preset besides overrides")
     start = time.perf_counter()
     entries = compare(
         names,
@@ -322,6 +326,7 @@ def _compare(args: argparse.Namespace) -> int:
         args.data,
         True,
         args.temperature,
+        overrides,
     )
     out = Path(args.out)
     print((out / "results.md").read_text())
@@ -604,7 +609,8 @@ def _parser() -> argparse.ArgumentParser:
     comp.add_argument(
         "entries",
         nargs="+",
-        help="recipes, run directories, checkpoints, or a preset: audio-tiny, image-tiny",
+        help="recipes, run directories, checkpoints, or a preset: audio-tiny, image-tiny; "
+        "and KEY=VALUE overrides for every recipe trained, as with train",
     )
     comp.add_argument("--out", required=True)
     budget = comp.add_mutually_exclusive_group()

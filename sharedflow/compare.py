@@ -23,6 +23,7 @@ import json
 import statistics
 import time
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,9 +95,14 @@ def _describe(config: dict[str, Any]) -> tuple[str, str]:
 
 
 def _trained_runs(
-    name: str, out: Path, seeds: int, steps: int | None, minutes: float | None
+    name: str,
+    out: Path,
+    seeds: int,
+    steps: int | None,
+    minutes: float | None,
+    overrides: Sequence[str] = (),
 ) -> list[Path]:
-    """Run directories of ``name``: trained here for each seed, or given."""
+    """Run directories of ``name``: trained here for each seed (with ``overrides``), or given."""
     path = Path(name)
     if path.exists():
         return [resolve_checkpoint(path)]
@@ -106,12 +112,13 @@ def _trained_runs(
     for seed in range(seeds):
         run_dir = out / "runs" / name.replace("/", "_") / f"seed-{seed}"
         if not (run_dir / "finished.json").is_file():
-            overrides = [f"run_dir={run_dir}", f"trainer.seed={seed}", "trainer.progress=false"]
+            given = [*overrides, f"run_dir={run_dir}", f"trainer.seed={seed}"]
+            given.append("trainer.progress=false")
             if steps is not None:
-                overrides.append(f"trainer.max_steps={steps}")
+                given.append(f"trainer.max_steps={steps}")
             if minutes is not None:
-                overrides.append(f"trainer.max_seconds={minutes * 60}")
-            train(name, overrides)
+                given.append(f"trainer.max_seconds={minutes * 60}")
+            train(name, given)
         runs.append(run_dir)
     return runs
 
@@ -179,10 +186,13 @@ def compare(
     data: list[str] | None = None,
     progress: bool = False,
     temperature: float | None = None,
+    overrides: Sequence[str] = (),
 ) -> list[Entry]:
     """Train (or reuse) and evaluate every entry; write the tables, plots and samples.
 
-    ``temperature``: the vocoders' resynthesis temperature (default: each model's own)."""
+    ``temperature``: the vocoders' resynthesis temperature (default: each model's own).
+    ``overrides``: Hydra overrides for every recipe trained here, such as ``data.source=...``
+    (a finished run is reused as it is)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     entries: list[Entry] = []
@@ -195,7 +205,7 @@ def compare(
                 print(
                     f"[{time.strftime('%H:%M:%S')}] {name}: training {seeds} seed(s)", flush=True
                 )
-            entry.runs = _trained_runs(name, out, seeds, steps, minutes)
+            entry.runs = _trained_runs(name, out, seeds, steps, minutes, overrides)
             if progress:
                 print(f"[{time.strftime('%H:%M:%S')}] {name}: scoring", flush=True)
             _evaluate_entry(entry, sets, data, max_items, out, temperature)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import soundfile as sf
+from omegaconf import OmegaConf
 from PIL import Image
 
 from sharedflow.api import build_model, parameter_report
@@ -26,6 +27,7 @@ def result(tmp_path_factory: pytest.TempPathFactory) -> Path:
             [
                 "compare",
                 *MICRO,
+                "data.n_test=2",  # for every recipe trained: two clips to validate on
                 "--out",
                 str(out),
                 "--steps",
@@ -50,6 +52,8 @@ def test_tables_plots_and_samples_are_written(result: Path) -> None:
     rows = _rows(result)
     assert list(dict.fromkeys(r["entry"] for r in rows)) == [*MICRO, NOISE]
     assert all(r["status"] == "ok" for r in rows)
+    configs = sorted(result.glob("runs/*/seed-*/config.yaml"))
+    assert len(configs) == 4 and all(OmegaConf.load(c).data.n_test == 2 for c in configs)
     models = [r for r in rows if r["entry"] in MICRO]
     metrics = {r["metric"] for r in models}
     assert {"ll", "pesq", "stoi", "mcd_db", "mrstft", "log_mel_l1", "periodicity"} <= metrics
@@ -114,3 +118,8 @@ def test_failed_entries_are_reported_and_the_rest_completes(result: Path, tmp_pa
     assert "audio/no-such-recipe" in entries[1].error
     assert "image/glow-tiny: an image model in a comparison of audio models" in entries[2].error
     assert "failed" in (result / "results.md").read_text()
+
+
+def test_overrides_alone_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["compare", "data.n_test=2", "--out", str(tmp_path)]) == 2
+    assert "at least one recipe, run or preset besides overrides" in capsys.readouterr().err
