@@ -24,7 +24,7 @@ python3 -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; \
 print(torch.cuda.get_device_name(), 'torch', torch.__version__, 'CUDA', torch.version.cuda)" \
     | tee "$out/gpu.txt"
 
-timeout 150 python3 -m pytest -q -x -k cuda tests 2>&1 | tail -5 | tee "$out/cuda-tests.txt"
+timeout 150 python3 -m pytest -q -x -n 0 -k cuda tests 2>&1 | tail -5 | tee "$out/cuda-tests.txt"
 
 models="waveflow-h16-r64 nanoflow-h16-r128-emb512 waveglow"
 for dtype in fp32 bf16 fp16; do
