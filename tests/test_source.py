@@ -14,7 +14,7 @@ import torch
 from sharedflow.audio.io import read_mel_input
 from sharedflow.audio.mel import MelSpectrogram, PitchedMel
 from sharedflow.audio.pitch import Pitch
-from sharedflow.audio.source import HarmonicSource, phase_offset, upsample
+from sharedflow.audio.source import HarmonicSource, phase_offsets, upsample
 from sharedflow.models import waveflow
 from sharedflow.nets import WaveNet2D
 
@@ -112,11 +112,12 @@ def test_the_phase_offset_locks_the_source_to_the_audios_fundamental() -> None:
     x = 0.5 * torch.sin(2 * math.pi * 151 * (t + 1) / sample_rate + 1.0)  # 151 Hz, phase 1
     x = x + 0.3 * torch.sin(4 * math.pi * 151 * (t + 1) / sample_rate)
     f0 = torch.full((1, 126), 150.0)  # an f0 1 Hz off: the offset grows 2 pi a second
-    theta = phase_offset(x[None], f0, hop, sample_rate, 268)
+    theta = phase_offsets(x[None], f0, hop, sample_rate, 268)
+    assert theta.shape == (1, 1, 126)
     centres = torch.arange(126) * hop + 1
     expected = (2 * math.pi * centres / sample_rate + 1.0).remainder(2 * math.pi)
     inner = slice(5, 120)
-    wrapped = (theta[0, inner] - expected[inner] + math.pi).remainder(2 * math.pi) - math.pi
+    wrapped = (theta[0, 0, inner] - expected[inner] + math.pi).remainder(2 * math.pi) - math.pi
     assert wrapped.abs().max() < 0.02
     source = HarmonicSource(1, sample_rate, hop)
     locked, free = source(f0, sample_rate, theta)[0, 0], source(f0, sample_rate)[0, 0]
@@ -126,7 +127,31 @@ def test_the_phase_offset_locks_the_source_to_the_audios_fundamental() -> None:
 
     assert correlation(locked) > 0.85  # the fundamental's share of x: 0.5 / sqrt(0.34)
     assert abs(correlation(free)) < 0.1
-    assert torch.equal(phase_offset(x[None], torch.zeros(1, 126), hop, sample_rate, 268), 0 * f0)
+    unvoiced = phase_offsets(x[None], torch.zeros(1, 126), hop, sample_rate, 268)
+    assert torch.equal(unvoiced, torch.zeros(1, 1, 126))
+
+
+def test_aligned_phases_lock_each_harmonic_to_the_audios() -> None:
+    """Harmonics at phases the fundamental's does not predict: each harmonic's own offset
+    is read back, and the aligned source, weighted, rebuilds the audio."""
+    sample_rate, hop, f = 8000, 64, 150.0
+    t = torch.arange(sample_rate)
+    amplitude, phases = torch.tensor([0.5, 0.3, 0.2]), torch.tensor([1.0, 2.5, 5.6])
+    k = torch.arange(1, 4)[:, None]
+    x = (amplitude[:, None] * torch.sin(2 * math.pi * f * k * (t + 1) / sample_rate
+                                        + phases[:, None])).sum(0)  # fmt: skip
+    f0 = torch.full((1, 126), f)
+    theta = phase_offsets(x[None], f0, hop, sample_rate, 268, n_harmonics=3)
+    assert theta.shape == (1, 3, 126)
+    inner = slice(5, 120)
+    wrapped = (theta[0, :, inner] - phases[:, None] + math.pi).remainder(2 * math.pi) - math.pi
+    assert wrapped.abs().max() < 0.02
+    aligned = HarmonicSource(3, sample_rate, hop, aligned=True)
+    assert aligned.phase_rows == 3 and HarmonicSource(3, sample_rate, hop).phase_rows == 1
+    rebuilt = (aligned(f0, sample_rate, theta)[0] * amplitude[:, None]).sum(0)
+    assert (rebuilt - x)[400:-400].abs().max() < 0.02
+    fundamental = HarmonicSource(3, sample_rate, hop)(f0, sample_rate, theta[:, :1])[0]
+    assert ((fundamental * amplitude[:, None]).sum(0) - x)[400:-400].abs().max() > 0.3
 
 
 def test_the_pitched_mel_is_the_mel_with_f0_and_phase_rows() -> None:
@@ -141,6 +166,10 @@ def test_the_pitched_mel_is_the_mel_with_f0_and_phase_rows() -> None:
     assert (1200 * torch.log2(mel[20, 4:-4] / 200)).abs().max() < 2
     assert ((mel[21] >= 0) & (mel[21] < 2 * math.pi)).all()
     assert pitched.settings()["f0_min"] == 80.0
+    aligned = PitchedMel(
+        8000, hop_length=64, n_mels=20, f0_min=80.0, f0_max=400.0, n_phases=4, **MEL
+    )
+    assert aligned.channels == 25 and torch.equal(aligned(x)[:22], mel[:22])
     odd = Pitch(22050, 256, f_min=70.0)  # a frame of 3 x 315 samples: odd, centred all the same
     assert odd.frame_length % 2 == 1 and odd(torch.zeros(2, 4096)).shape == (2, 17)
 
@@ -174,3 +203,24 @@ def test_waveflow_reads_the_source_in_training_and_synthesis(tmp_path) -> None:
     np.save(tmp_path / "plain.npy", plain.mel(x[0]).numpy())
     with pytest.raises(ValueError, match=r"\(22, F\)"):
         read_mel_input(tmp_path / "plain.npy", model)
+
+
+def test_an_aligned_source_reads_one_phase_row_per_harmonic_in_training_only() -> None:
+    torch.manual_seed(0)
+    plain = waveflow(**SMALL, source_harmonics=5)
+    model = waveflow(**SMALL, source_harmonics=5, source_aligned=True)
+    assert sum(p.numel() for p in model.parameters()) == sum(
+        p.numel() for p in plain.parameters()
+    )  # the phases are the source's, not the nets'
+    x = _voice(torch.full((1024,), 180.0), 8000)[None] * 0.3
+    mel = model.mel(x)
+    assert mel.shape == (1, 20 + 1 + 5, 17) and model.mel.channels == 26
+    torch.testing.assert_close(mel[:, 21, 4:-4], plain.mel(x)[:, 21, 4:-4])  # the fundamental's
+    shifted = mel.clone()
+    shifted[:, 22] += 1.0  # the second harmonic's offset
+    assert not torch.equal(model.log_prob(x, mel), model.log_prob(x, shifted))
+    model.eval()
+    noise = torch.randn(1, 1024)
+    assert torch.equal(
+        model.synthesize(mel, 0.6, 1024, noise), model.synthesize(shifted, 0.6, 1024, noise)
+    )

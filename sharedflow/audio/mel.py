@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from sharedflow.audio.pitch import Pitch
-from sharedflow.audio.source import phase_offset
+from sharedflow.audio.source import phase_offsets
 
 __all__ = ["MelSpectrogram", "PitchedMel"]
 
@@ -107,22 +107,31 @@ def _same(a: float | int | None, b: float | int | None) -> bool:
 
 
 class PitchedMel(MelSpectrogram):
-    """The log-mel with two more rows per frame: ``(B, T) -> (B, n_mels + 2, F)``.
+    """The log-mel with ``1 + P`` more rows per frame: ``(B, T) -> (B, n_mels + 1 + P, F)``.
 
-    Row ``n_mels`` is ``sharedflow.audio.pitch.Pitch``'s f0 in Hz (0: unvoiced), row
-    ``n_mels + 1`` the phase of the audio's fundamental against the source's running phase
-    (``sharedflow.audio.source.phase_offset``), for a vocoder whose nets also read a harmonic
-    source. Only training reads the phase row; synthesis runs the source free, so a mel made
-    elsewhere may hold zeros there. ``f0_min``, ``f0_max``: the pitch range searched.
+    Row ``n_mels`` is ``sharedflow.audio.pitch.Pitch``'s f0 in Hz (0: unvoiced), the next ``P``
+    the phases of the audio's first ``P`` harmonics against the source's running phase
+    (``sharedflow.audio.source.phase_offsets``; ``P = 1``, the fundamental's), for a vocoder
+    whose nets also read a harmonic source. Only training reads the phase rows; synthesis runs
+    the source free, so a mel made elsewhere may hold zeros there. ``f0_min``, ``f0_max``: the
+    pitch range searched; ``n_phases``: ``P``.
     """
 
-    def __init__(self, *args: Any, f0_min: float = 60.0, f0_max: float = 500.0, **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        f0_min: float = 60.0,
+        f0_max: float = 500.0,
+        n_phases: int = 1,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.pitch = Pitch(self.sample_rate, self.hop_length, f0_min, f0_max)
+        self.n_phases = n_phases
 
     @property
     def channels(self) -> int:
-        return self.n_mels + 2
+        return self.n_mels + 1 + self.n_phases
 
     def settings(self) -> dict[str, float | int | None]:
         return super().settings() | {"f0_min": self.pitch.f_min, "f0_max": self.pitch.f_max}
@@ -132,7 +141,7 @@ class PitchedMel(MelSpectrogram):
         audio = audio.unsqueeze(0) if squeeze else audio
         f0 = self.pitch(audio)
         window = 2 * self.pitch.tau_max  # two of the longest periods
-        theta = phase_offset(audio, f0, self.hop_length, self.sample_rate, window)
-        rows = torch.stack([f0, theta], 1).to(audio.dtype)
+        theta = phase_offsets(audio, f0, self.hop_length, self.sample_rate, window, self.n_phases)
+        rows = torch.cat([f0[:, None], theta], 1).to(audio.dtype)
         mel = torch.cat([super().forward(audio), rows], 1)
         return mel[0] if squeeze else mel

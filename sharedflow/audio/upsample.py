@@ -96,17 +96,17 @@ class WaveFlowUpsampler(nn.Module):
 
 
 class SourceUpsampler(nn.Module):
-    """``(B, n_mels + 2, F) -> (B, n_mels + C (+ 1), h, T / h)``: ``upsampler``'s context of the
-    mel rows, then ``source``'s excitation of the f0 row, folded alike. In training the source
-    is locked to the phase row (the audio's own fundamental); otherwise it runs free, as
-    synthesis must, having no audio. With ``amplitudes``, one more row: the estimate
-    ``sum_k A_k sin(k (phi + theta))`` of the voiced audio, ``A_k`` the mel's amplitudes of the
-    harmonics (a ``ContextShift`` then subtracts it from the audio).
+    """``(B, n_mels + 1 + P, F) -> (B, n_mels + C (+ 1), h, T / h)``: ``upsampler``'s context
+    of the mel rows, then ``source``'s excitation of the f0 row, folded alike. In training the
+    source is locked to the ``P = source.phase_rows`` phase rows (the audio's own fundamental,
+    or each harmonic); otherwise it runs free, as synthesis must, having no audio. With
+    ``amplitudes``, one more row: the estimate ``sum_k A_k e_k`` of the voiced audio, ``A_k``
+    the mel's amplitudes of the harmonics (a ``ContextShift`` then subtracts it from the audio).
 
     Args:
         upsampler: the mel's context encoder (``WaveFlowUpsampler``).
-        source: ``HarmonicSource``, ``(f0 (B, F), T, theta) -> (B, C, T)``, its ``K`` sines
-            first.
+        source: ``HarmonicSource``, ``(f0 (B, F), T, theta (B, P, F)) -> (B, C, T)``, its
+            ``K`` sines first.
         height: the fold (``None``: one column).
         amplitudes: ``HarmonicAmplitudes``, ``(log_mel, f0) -> (B, K, F)``, or None: no
             estimate row.
@@ -126,13 +126,13 @@ class SourceUpsampler(nn.Module):
         self.amplitudes = amplitudes
 
     def forward(self, mel: Tensor, shape: Sequence[int]) -> Tensor:
-        up = self.upsampler(mel[:, :-2], shape)
-        f0 = mel[:, -2].float()
-        theta = mel[:, -1].float() if self.training else None
+        phases = self.source.phase_rows
+        log_mel, f0 = mel[:, : -1 - phases], mel[:, -1 - phases].float()
+        up = self.upsampler(log_mel, shape)
+        theta = mel[:, -phases:] if self.training else None
         excitation = self.source(f0, shape[-1], theta)
         if self.amplitudes is not None:
-            weights = self.amplitudes(mel[:, :-2].float(), f0)
-            a = self.source.envelope(weights, f0, shape[-1])
+            a = self.source.envelope(self.amplitudes(log_mel.float(), f0), f0, shape[-1])
             estimate = (a * excitation[:, : a.shape[1]]).sum(1, keepdim=True)
             excitation = torch.cat([excitation, estimate], 1)
         return torch.cat([up, fold(excitation.to(up.dtype), self.height)], 1)

@@ -124,6 +124,7 @@ def waveflow(
     source_harmonics: int = 0,
     source_quadrature: bool = False,
     source_mean: bool = False,
+    source_aligned: bool = False,
     f0_min: float = 60.0,
     f0_max: float = 500.0,
 ) -> Vocoder:
@@ -146,7 +147,9 @@ def waveflow(
     ``source_quadrature`` ``K`` cosines too; ``source_mean`` makes the flows model the audio
     minus ``sum_k A_k sin(k (phi + theta))``, the source's harmonics weighted by their
     amplitudes in the mel (``HarmonicAmplitudes``): a source-filter estimate of the voiced
-    audio, which the nets also read, as one more context row.
+    audio, which the nets also read, as one more context row; ``source_aligned`` locks each
+    harmonic to the audio's in training, not the fundamental alone (the front end then has
+    ``K`` phase rows).
     """
     mode = as_sharing(sharing, embedding_dim)
     if source_mean and source_harmonics < 1:
@@ -155,13 +158,17 @@ def waveflow(
         residual_scale = 1.0 if mode.embedding_dim else math.sqrt(0.5)
     dilations = height_dilations(n_layers, dilation_cycle)
     source = (
-        HarmonicSource(source_harmonics, sample_rate, hop_length, source_quadrature)
+        HarmonicSource(
+            source_harmonics, sample_rate, hop_length, source_quadrature, source_aligned
+        )
         if source_harmonics > 0
         else None
     )
     settings = dict(hop_length=hop_length, n_mels=n_mels, **(mel or {}))
     front = (
-        PitchedMel(sample_rate, f0_min=f0_min, f0_max=f0_max, **settings)
+        PitchedMel(
+            sample_rate, f0_min=f0_min, f0_max=f0_max, n_phases=source.phase_rows, **settings
+        )
         if source
         else MelSpectrogram(sample_rate, **settings)
     )
