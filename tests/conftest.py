@@ -7,9 +7,22 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+
+def _cores() -> int:
+    """The cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto``: one worker per core, at most 4 (each holds reference-sized models)."""
+    return max(1, min(4, _cores()))
+
+
 # Under pytest-xdist the workers share the cores: each takes its part, or their GEMMs fight.
 if workers := int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0")):
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+    torch.set_num_threads(max(1, _cores() // workers))
 
 
 @pytest.fixture(autouse=True)
