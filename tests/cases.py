@@ -199,6 +199,12 @@ CASES: dict[str, Callable[[], Case]] = {
     "context-shift": lambda: Case(
         sf.ContextShift(), torch.randn(2, 1, 4, 3), torch.randn(2, 3, 4, 3)
     ),
+    "lapped-scale": lambda: Case(
+        sf.LappedScale(8), torch.randn(2, 1, 4, 8), 0.5 * torch.randn(2, 3, 4, 8)
+    ),
+    "lapped-scale-one-column": lambda: Case(
+        sf.LappedScale(4), torch.randn(2, 1, 12, 1), 0.5 * torch.randn(2, 2, 12, 1)
+    ),
     "squeeze-2d": lambda: Case(sf.Squeeze2d(2), torch.randn(2, 2, 4, 4)),
     "patchify": lambda: Case(sf.Patchify(2, 3, 4, 4), torch.randn(2, 3, 4, 4)),
     "reverse": lambda: Case(sf.reverse(5), torch.randn(2, 5, 3)),

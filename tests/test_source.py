@@ -193,7 +193,7 @@ def test_waveflow_reads_the_source_in_training_and_synthesis(tmp_path) -> None:
     unlocked, unvoiced = mel.clone(), mel.clone()
     unlocked[:, -1], unvoiced[:, -2] = 0, 0
     assert not torch.equal(model.log_prob(x[:1], mel), model.log_prob(x[:1], unlocked))
-    model.eval()  # synthesis runs the source free: the phase row is not read
+    model.eval()  # synthesis runs the source free: the phase row is zeroed
     noise = torch.randn(1, 1024)
     y = model.synthesize(mel, 0.6, 1024, noise)
     assert torch.equal(y, model.synthesize(unlocked, 0.6, 1024, noise))
@@ -205,7 +205,7 @@ def test_waveflow_reads_the_source_in_training_and_synthesis(tmp_path) -> None:
         read_mel_input(tmp_path / "plain.npy", model)
 
 
-def test_an_aligned_source_reads_one_phase_row_per_harmonic_in_training_only() -> None:
+def test_an_aligned_source_reads_one_phase_row_per_harmonic_in_the_likelihood_only() -> None:
     torch.manual_seed(0)
     plain = waveflow(**SMALL, source_harmonics=5)
     model = waveflow(**SMALL, source_harmonics=5, source_aligned=True)
@@ -219,7 +219,8 @@ def test_an_aligned_source_reads_one_phase_row_per_harmonic_in_training_only() -
     shifted = mel.clone()
     shifted[:, 22] += 1.0  # the second harmonic's offset
     assert not torch.equal(model.log_prob(x, mel), model.log_prob(x, shifted))
-    model.eval()
+    model.eval()  # the held-out likelihood reads them too; synthesis does not
+    assert not torch.equal(model.log_prob(x, mel), model.log_prob(x, shifted))
     noise = torch.randn(1, 1024)
     assert torch.equal(
         model.synthesize(mel, 0.6, 1024, noise), model.synthesize(shifted, 0.6, 1024, noise)

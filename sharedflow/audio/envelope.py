@@ -38,6 +38,7 @@ class HarmonicAmplitudes(nn.Module):
         sample_rate: of the audio.
         n_harmonics: ``K``.
         ridge: ``lambda`` as a fraction of the mean diagonal of ``Q^T Q``.
+        max_frequency: harmonics at or above it are 0, like those above Nyquist (None: none).
     """
 
     def __init__(
@@ -48,6 +49,7 @@ class HarmonicAmplitudes(nn.Module):
         sample_rate: int,
         n_harmonics: int,
         ridge: float = 1e-3,
+        max_frequency: float | None = None,
     ) -> None:
         super().__init__()
         # Plain tensors, not buffers: a model cast to bf16 must not round them.
@@ -57,6 +59,7 @@ class HarmonicAmplitudes(nn.Module):
         self.sample_rate = sample_rate
         self.n_harmonics = n_harmonics
         self.ridge = ridge
+        self.max_frequency = sample_rate / 2 if max_frequency is None else max_frequency
 
     def lobes(self, f0: Tensor) -> Tensor:
         """``G (B, F, n_fft / 2 + 1, K)``: each harmonic's STFT magnitude per unit amplitude."""
@@ -67,10 +70,15 @@ class HarmonicAmplitudes(nn.Module):
         near_one = (d - 1).abs() < 1e-6
         h = torch.sinc(d) / torch.where(near_one, torch.ones_like(d), 1 - d.square())
         h = torch.where(near_one, torch.full_like(d, 0.5), h).abs()  # the limit at d = 1
-        audible = (f < self.sample_rate / 2) & (f > 0)
+        audible = (f < min(self.max_frequency, self.sample_rate / 2)) & (f > 0)
         return self.win_length / 4 * h * audible[..., None, :]
 
     def forward(self, log_mel: Tensor, f0: Tensor) -> Tensor:
+        return self.fit(log_mel, f0)[0]
+
+    def fit(self, log_mel: Tensor, f0: Tensor) -> tuple[Tensor, Tensor]:
+        """``A (B, K, F)`` and the mel it predicts, ``Q A`` ``(B, n_mels, F)`` (linear, not log):
+        the part of each frame's mel that the harmonics explain."""
         q = self.basis.to(f0.device) @ self.lobes(f0)  # (B, F, n_mels, K)
         qt = q.transpose(-1, -2)
         gram = qt @ q
@@ -78,5 +86,6 @@ class HarmonicAmplitudes(nn.Module):
         eye = torch.eye(self.n_harmonics, dtype=gram.dtype, device=gram.device)
         gram = gram + self.ridge * scale[..., None, None] * eye
         mel = log_mel.double().exp().transpose(1, 2)[..., None]  # (B, F, n_mels, 1)
-        amplitude = torch.linalg.solve(gram, qt @ mel)[..., 0].clamp_min(0)  # (B, F, K)
-        return amplitude.transpose(1, 2).to(log_mel.dtype)
+        amplitude = torch.linalg.solve(gram, qt @ mel).clamp_min(0)  # (B, F, K, 1)
+        fitted = (q @ amplitude)[..., 0].transpose(1, 2)  # (B, n_mels, F)
+        return amplitude[..., 0].transpose(1, 2).to(log_mel.dtype), fitted.to(log_mel.dtype)

@@ -20,7 +20,8 @@ __all__ = ["read_mel_input", "write_wav"]
 def read_mel_input(path: Path, vocoder: nn.Module) -> list[tuple[torch.Tensor, int]]:
     """``(mel (n_mels, F), length)`` pairs from a wav (its mel and its length ``T``) or a
     ``.npy``/``.pt`` of ``(n_mels, F)`` or ``(B, n_mels, F)`` (Tacotron 2's layout; length
-    ``hop F``). A ``.npz`` holds the array as ``mel`` and may record the front end's settings
+    ``hop F``; a pitched mel may leave out its phase rows, which synthesis does not read).
+    A ``.npz`` holds the array as ``mel`` and may record the front end's settings
     (``sample_rate``, ``n_fft``, ``hop_length``, ``win_length``, ``n_mels``, ``f_min``,
     ``f_max``); one that differs from the model's is an error naming both. Non-finite values
     are an error naming the file."""
@@ -38,14 +39,13 @@ def read_mel_input(path: Path, vocoder: nn.Module) -> list[tuple[torch.Tensor, i
                 raise ValueError(f"{path}: holds a {type(mel).__name__}, not a mel tensor")
             mel = mel.float()
         mel = mel[None] if mel.dim() == 2 else mel
-        n_mels = vocoder.mel.channels
-        if mel.dim() != 3 or mel.shape[1] != n_mels:
-            raise ValueError(
-                f"{path}: expected a mel of shape ({n_mels}, F) or (B, {n_mels}, F), "
-                f"got {tuple(mel.shape)}"
-            )
+        rows = sorted({vocoder.mel.synthesis_channels, vocoder.mel.channels})
+        if mel.dim() != 3 or mel.shape[1] not in rows:
+            shapes = " or ".join(f"({n}, F) or (B, {n}, F)" for n in rows)
+            raise ValueError(f"{path}: expected a mel of shape {shapes}, got {tuple(mel.shape)}")
         if not torch.isfinite(mel).all():
             raise ValueError(f"{path}: the mel holds NaN or infinite values")
+        mel = vocoder.mel.for_synthesis(mel)
         return [(m, vocoder.hop_length * m.shape[-1]) for m in mel]
     audio = torch.from_numpy(load_audio(path, vocoder.sample_rate))
     if not torch.isfinite(audio).all():

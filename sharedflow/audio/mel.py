@@ -99,6 +99,15 @@ class MelSpectrogram(nn.Module):
     def n_frames(self, n_samples: int) -> int:
         return 1 + n_samples // self.hop_length
 
+    @property
+    def synthesis_channels(self) -> int:
+        """Rows synthesis reads: all of them (see ``PitchedMel``)."""
+        return self.channels
+
+    def for_synthesis(self, mel: Tensor) -> Tensor:
+        """The mel as synthesis reads it: unchanged (see ``PitchedMel``)."""
+        return mel
+
 
 def _same(a: float | int | None, b: float | int | None) -> bool:
     if a is None or b is None:
@@ -112,9 +121,9 @@ class PitchedMel(MelSpectrogram):
     Row ``n_mels`` is ``sharedflow.audio.pitch.Pitch``'s f0 in Hz (0: unvoiced), the next ``P``
     the phases of the audio's first ``P`` harmonics against the source's running phase
     (``sharedflow.audio.source.phase_offsets``; ``P = 1``, the fundamental's), for a vocoder
-    whose nets also read a harmonic source. Only training reads the phase rows; synthesis runs
-    the source free, so a mel made elsewhere may hold zeros there. ``f0_min``, ``f0_max``: the
-    pitch range searched; ``n_phases``: ``P``.
+    whose nets also read a harmonic source. Only the likelihood reads the phase rows; synthesis
+    runs the source free (``for_synthesis``), so a mel made elsewhere may hold zeros there.
+    ``f0_min``, ``f0_max``: the pitch range searched; ``n_phases``: ``P``.
     """
 
     def __init__(
@@ -135,6 +144,17 @@ class PitchedMel(MelSpectrogram):
 
     def settings(self) -> dict[str, float | int | None]:
         return super().settings() | {"f0_min": self.pitch.f_min, "f0_max": self.pitch.f_max}
+
+    @property
+    def synthesis_channels(self) -> int:
+        """Rows synthesis reads: the log-mel and the f0, ``n_mels + 1``."""
+        return self.n_mels + 1
+
+    def for_synthesis(self, mel: Tensor) -> Tensor:
+        """``mel (B, n_mels + 1 (+ P), F)`` to ``(B, n_mels + 1 + P, F)`` with zero phase rows:
+        the likelihood reads the audio's phases, synthesis runs the source free."""
+        rows = mel[:, : self.synthesis_channels]
+        return torch.cat([rows, rows.new_zeros(rows.shape[0], self.n_phases, rows.shape[-1])], 1)
 
     def forward(self, audio: Tensor) -> Tensor:
         squeeze = audio.dim() == 1

@@ -10,7 +10,7 @@ its running phase ``phi(t) = 2 pi sum_{s <= t} f(s) / sr``. Then
 
 where ``v`` is 1 where ``f > 0``, harmonics above Nyquist are left out, and ``theta`` is a
 per-frame phase offset, upsampled like ``f`` (along the shorter arc of the circle): 0 in
-synthesis (the source runs free), and in training the offset of the audio's own fundamental
+synthesis (the source runs free), and for the likelihood the offset of the audio's own fundamental
 from ``phi`` (``phase_offsets``: ``x(t) e^{-i phi(t)}`` low-passed over two of the longest
 periods has angle ``theta - pi / 2``). Without it the source's phase drifts against the
 audio's, the past predicts each sample better than the source does, and a likelihood-trained
@@ -18,7 +18,7 @@ flow learns to ignore it; locked to the audio, the source predicts the harmonics
 synthesis the flow follows its pitch.
 
 With ``aligned``, each harmonic has its own offset: ``e_k = v sin(k phi + theta_k)``, with
-``theta_k`` measured from the audio in training like ``theta`` (``x e^{-i k phi}``), 0 in
+``theta_k`` measured from the audio like ``theta`` (``x e^{-i k phi}``), 0 in
 synthesis. The fundamental's offset locks the harmonics only as far as the vocal tract leaves
 their phases where the fundamental's puts them; each its own, the source matches the audio's
 harmonics in training, and a flow modelling the audio minus an estimate built on it models a
@@ -80,7 +80,7 @@ class HarmonicSource(nn.Module):
 
     @property
     def phase_rows(self) -> int:
-        """``P``: the phase offsets per frame the source reads in training."""
+        """``P``: the phase offsets per frame the source reads for the likelihood."""
         return self.n_harmonics if self.aligned else 1
 
     def forward(self, f0: Tensor, n_samples: int, offset: Tensor | None = None) -> Tensor:

@@ -16,8 +16,9 @@ exactly as the waveform is folded.
   transforms the mel first; the references have none.
 - ``SourceUpsampler``: for a mel with f0 and phase rows (``PitchedMel``), another upsampler's
   context with a harmonic source at the f0 (``sharedflow.audio.source``) folded beside it,
-  ``(B, n_mels + K, h, T / h)``; the source is locked to the phase row in training only. The
-  references have none.
+  ``(B, n_mels + K, h, T / h)``; the source is locked to the phase rows, which synthesis
+  zeroes (``PitchedMel.for_synthesis``). Rows for a source-filter estimate of the audio and
+  the log-gains of its residual's noise may follow. The references have none.
 
 The mel is cast to the upsampler's dtype here, not before: the f0 row stays float32.
 """
@@ -96,10 +97,10 @@ class WaveFlowUpsampler(nn.Module):
 
 
 class SourceUpsampler(nn.Module):
-    """``(B, n_mels + 1 + P, F) -> (B, n_mels + C (+ 1), h, T / h)``: ``upsampler``'s context
-    of the mel rows, then ``source``'s excitation of the f0 row, folded alike. In training the
-    source is locked to the ``P = source.phase_rows`` phase rows (the audio's own fundamental,
-    or each harmonic); otherwise it runs free, as synthesis must, having no audio. With
+    """``(B, n_mels + 1 + P, F) -> (B, n_mels + C (+ 1 or 2), h, T / h)``: ``upsampler``'s context
+    of the mel rows, then ``source``'s excitation of the f0 row, folded alike. The source is
+    locked to the ``P = source.phase_rows`` phase rows (the audio's own fundamental, or each
+    harmonic), as the likelihood is; synthesis, having no audio, zeroes them. With
     ``amplitudes``, one more row: the estimate ``sum_k A_k e_k`` of the voiced audio, ``A_k``
     the mel's amplitudes of the harmonics (a ``ContextShift`` then subtracts it from the audio).
 
@@ -110,6 +111,8 @@ class SourceUpsampler(nn.Module):
         height: the fold (``None``: one column).
         amplitudes: ``HarmonicAmplitudes``, ``(log_mel, f0) -> (B, K, F)``, or None: no
             estimate row.
+        gains: ``NoiseGains``, with ``amplitudes``: one more row after the estimate, ``log H``
+            of what the estimate leaves (a ``LappedScale`` then whitens the residual with it).
     """
 
     def __init__(
@@ -118,21 +121,28 @@ class SourceUpsampler(nn.Module):
         source: nn.Module,
         height: int | None,
         amplitudes: nn.Module | None = None,
+        gains: nn.Module | None = None,
     ) -> None:
         super().__init__()
+        if gains is not None and amplitudes is None:
+            raise ValueError("the noise gains are of what the estimate leaves: give amplitudes")
         self.upsampler = upsampler
         self.source = source
         self.height = height
         self.amplitudes = amplitudes
+        self.gains = gains
 
     def forward(self, mel: Tensor, shape: Sequence[int]) -> Tensor:
         phases = self.source.phase_rows
         log_mel, f0 = mel[:, : -1 - phases], mel[:, -1 - phases].float()
         up = self.upsampler(log_mel, shape)
-        theta = mel[:, -phases:] if self.training else None
+        theta = mel[:, -phases:]
         excitation = self.source(f0, shape[-1], theta)
         if self.amplitudes is not None:
-            a = self.source.envelope(self.amplitudes(log_mel.float(), f0), f0, shape[-1])
-            estimate = (a * excitation[:, : a.shape[1]]).sum(1, keepdim=True)
-            excitation = torch.cat([excitation, estimate], 1)
+            amplitude, fitted = self.amplitudes.fit(log_mel.float(), f0)
+            a = self.source.envelope(amplitude, f0, shape[-1])
+            rows = [excitation, (a * excitation[:, : a.shape[1]]).sum(1, keepdim=True)]
+            if self.gains is not None:
+                rows.append(self.gains(log_mel, fitted, shape[-1]))
+            excitation = torch.cat(rows, 1)
         return torch.cat([up, fold(excitation.to(up.dtype), self.height)], 1)

@@ -10,6 +10,7 @@ from sharedflow.layers.autoregressive import (
 )
 from sharedflow.layers.coupling import AdditiveCoupling, AffineCoupling
 from sharedflow.layers.invconv import InvertibleConv1x1, LUInvertibleConv1x1
+from sharedflow.layers.lapped import LappedScale
 from sharedflow.layers.permute import (
     Flip,
     Permutation,
@@ -36,6 +37,7 @@ __all__ = [
     "InverseAffine",
     "InvertibleConv1x1",
     "LUInvertibleConv1x1",
+    "LappedScale",
     "Patchify",
     "Permutation",
     "Shift",

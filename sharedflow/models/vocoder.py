@@ -133,8 +133,10 @@ class Vocoder(nn.Module):
 
     def decode(self, mel: Tensor, z: Tensor) -> Tensor:
         """The inverse flow: latent ``z (B, T)`` and its mel ``(B, n_mels, T / hop)`` to audio
-        ``(B, T)``. Synthesis, and the graph ``sharedflow export`` writes."""
-        audio, _ = self.flow.transform.inverse(z, self.flow.encode(mel, z.shape))
+        ``(B, T)``. Synthesis, and the graph ``sharedflow export`` writes; rows that only the
+        likelihood reads, such as the phases of a pitched mel, are zeroed."""
+        context = self.flow.encode(self.mel.for_synthesis(mel), z.shape)
+        audio, _ = self.flow.transform.inverse(z, context)
         return audio
 
     @torch.inference_mode()

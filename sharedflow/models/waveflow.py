@@ -33,6 +33,7 @@ from torch import nn
 from sharedflow.audio.envelope import HarmonicAmplitudes
 from sharedflow.audio.frames import FrameNet
 from sharedflow.audio.mel import MelSpectrogram, PitchedMel
+from sharedflow.audio.noise import NoiseGains
 from sharedflow.audio.source import HarmonicSource
 from sharedflow.audio.upsample import SourceUpsampler, WaveFlowUpsampler, upsample_strides
 from sharedflow.core import Inverse, NormalizingFlow, Sequential, StandardNormal
@@ -41,6 +42,7 @@ from sharedflow.layers import (
     AffineAutoregressive,
     ContextShift,
     Fold2d,
+    LappedScale,
     ShiftedInput,
     ShiftedOutput,
 )
@@ -86,12 +88,18 @@ def _assemble(
     frames: nn.Module | None = None,
     source: HarmonicSource | None = None,
     amplitudes: HarmonicAmplitudes | None = None,
+    gains: NoiseGains | None = None,
 ) -> Vocoder:
     """Fold, one autoregressive flow per estimator with its row permutation, unfold; a
     ``source`` is read beside the mel (``SourceUpsampler``; ``mel`` then has an f0 row), and
     with ``amplitudes`` the flows model the audio minus the source's estimate of it
-    (``ContextShift``, before the first permutation moves the context's rows)."""
-    layers: list[Bijection] = [Fold2d(height)] + ([ContextShift()] if amplitudes else [])
+    (``ContextShift``, before the first permutation moves the context's rows), with ``gains``
+    whitened by the mel's envelope of that residual (``LappedScale``)."""
+    layers: list[Bijection] = [Fold2d(height)]
+    if amplitudes:
+        layers.append(ContextShift(-2 if gains else -1))
+    if gains:
+        layers.append(LappedScale(gains.block))
     permutations = _permutations(height, len(estimators), permutation)
     for estimator, perm in zip(estimators, permutations, strict=True):
         flow = AffineAutoregressive(wrap(estimator))
@@ -99,9 +107,10 @@ def _assemble(
     layers.append(Inverse(Fold2d(height)))
     upsampler: nn.Module = WaveFlowUpsampler(height, upsample_strides(mel.hop_length), frames)
     if source is not None:
-        upsampler = SourceUpsampler(upsampler, source, height, amplitudes)
+        upsampler = SourceUpsampler(upsampler, source, height, amplitudes, gains)
     flow = NormalizingFlow(Sequential(layers), StandardNormal(), upsampler)
-    return Vocoder(flow, mel, length_multiple=height or 1, temperature=temperature)
+    multiple = math.lcm(height or 1, gains.block if gains else 1)
+    return Vocoder(flow, mel, length_multiple=multiple, temperature=temperature)
 
 
 def waveflow(
@@ -125,6 +134,9 @@ def waveflow(
     source_quadrature: bool = False,
     source_mean: bool = False,
     source_aligned: bool = False,
+    source_noise: bool = False,
+    source_max_hz: float | None = None,
+    source_noise_floor: float = 0.1,
     f0_min: float = 60.0,
     f0_max: float = 500.0,
 ) -> Vocoder:
@@ -149,11 +161,17 @@ def waveflow(
     amplitudes in the mel (``HarmonicAmplitudes``): a source-filter estimate of the voiced
     audio, which the nets also read, as one more context row; ``source_aligned`` locks each
     harmonic to the audio's in training, not the fundamental alone (the front end then has
-    ``K`` phase rows).
+    ``K`` phase rows). ``source_noise`` also whitens that residual by the envelope the mel
+    leaves for it (``NoiseGains``, ``LappedScale`` over blocks of one hop; the nets read its
+    log-gains as one more row), so that the flows start from noise of the right spectrum and
+    loudness; lengths are then a multiple of the hop as well. ``source_max_hz`` leaves the
+    harmonics above it out of the estimate (they stay in the source), for the noise to take.
     """
     mode = as_sharing(sharing, embedding_dim)
     if source_mean and source_harmonics < 1:
         raise ValueError("source_mean is a harmonic source's estimate: set source_harmonics > 0")
+    if source_noise and not source_mean:
+        raise ValueError("source_noise shapes what the estimate leaves: set source_mean=true")
     if residual_scale is None:
         residual_scale = 1.0 if mode.embedding_dim else math.sqrt(0.5)
     dilations = height_dilations(n_layers, dilation_cycle)
@@ -175,7 +193,8 @@ def waveflow(
     estimators = mode.build(
         n_flows,
         lambda emb: WaveNet2D(
-            context_channels=n_mels + (source.channels + int(source_mean) if source else 0),
+            context_channels=n_mels
+            + (source.channels + int(source_mean) + int(source_noise) if source else 0),
             channels=channels,
             n_layers=n_layers,
             height_dilations=dilations,
@@ -202,8 +221,22 @@ def waveflow(
                 front.win_length,
                 sample_rate,
                 source_harmonics,
+                max_frequency=source_max_hz,
             )
             if source_mean
+            else None
+        ),
+        gains=(
+            NoiseGains(
+                front.basis,
+                front.n_fft,
+                front.win_length,
+                sample_rate,
+                hop_length,
+                hop_length,
+                source_noise_floor,
+            )
+            if source_noise
             else None
         ),
     )
