@@ -1,5 +1,6 @@
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,12 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
 # Under pytest-xdist the workers share the cores: each takes its part, or their GEMMs fight.
 if workers := int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0")):
     torch.set_num_threads(max(1, _cores() // workers))
+    # numba (librosa's pYIN) caches what it compiles beside librosa; two workers compiling the
+    # same function into an empty cache at once can leave a file that crashes the one loading
+    # it. Each worker keeps its own cache (read when numba is imported, after this file).
+    os.environ["NUMBA_CACHE_DIR"] = os.path.join(
+        tempfile.gettempdir(), f"sharedflow-numba-{os.environ.get('PYTEST_XDIST_WORKER', 'gw')}"
+    )
 
 
 @pytest.fixture(autouse=True)
