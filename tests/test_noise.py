@@ -34,7 +34,7 @@ def test_the_lapped_transform_is_orthogonal_and_local_in_frequency() -> None:
 
 def _gains(audio: torch.Tensor, floor: float = 0.1) -> torch.Tensor:
     mel = MelSpectrogram(8000, hop_length=64, n_mels=40, **MEL)
-    read = NoiseGains(mel.basis, 256, 256, 8000, 64, block=64, floor=floor)
+    read = NoiseGains(mel, block=64, floor=floor)
     log_mel = mel(audio)[None]
     return read(log_mel, torch.zeros_like(log_mel), audio.shape[-1])[0, 0].view(-1, 64).exp()
 

@@ -30,6 +30,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from sharedflow.audio.mel import MelSpectrogram
+
 __all__ = ["NoiseGains"]
 
 
@@ -38,36 +40,27 @@ class NoiseGains(nn.Module):
     T)``, ``T = N L`` (see the module docstring).
 
     Args:
-        basis: the mel filterbank ``M`` ``(n_mels, n_fft / 2 + 1)``.
-        n_fft, win_length: the STFT's, with a Hann window.
-        sample_rate, hop_length: of the audio and the mel.
+        mel: the front end the log-mel was made with (``MelSpectrogram``: its filterbank ``M``,
+            Hann window, sample rate and hop).
         block: ``L``, the lapped transform's block.
         floor: the least fraction of each band's mel taken as noise.
     """
 
-    def __init__(
-        self,
-        basis: Tensor,
-        n_fft: int,
-        win_length: int,
-        sample_rate: int,
-        hop_length: int,
-        block: int,
-        floor: float = 0.1,
-    ) -> None:
+    def __init__(self, mel: MelSpectrogram, block: int, floor: float = 0.1) -> None:
         super().__init__()
-        weights = basis.detach().double().cpu().numpy()
-        bins = np.arange(n_fft // 2 + 1) * sample_rate / n_fft
+        weights = mel.basis.detach().double().cpu().numpy()  # (n_mels, n_fft / 2 + 1)
+        bins = np.arange(mel.n_fft // 2 + 1) * mel.sample_rate / mel.n_fft
         width = weights.sum(1)
         centres = (weights * bins).sum(1) / width
-        freqs = (np.arange(block) + 0.5) * sample_rate / (2 * block)
+        freqs = (np.arange(block) + 0.5) * mel.sample_rate / (2 * block)
         interp = np.stack([np.interp(freqs, centres, e) for e in np.eye(len(centres))], 1)
-        hann = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(win_length) / win_length)  # periodic
+        n = mel.win_length
+        hann = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n)  # periodic, as the mel's
         scale = 1 / (math.sqrt(math.pi) / 2 * math.sqrt(float(np.square(hann).sum())))
         # (L, n_mels): band mel to the gains of the block's L frequencies; a plain tensor, not
         # a buffer, like HarmonicAmplitudes's, so that a cast to bf16 does not round it
         self.project = torch.from_numpy(interp / width * scale).float()
-        self.hop_length = hop_length
+        self.hop_length = mel.hop_length
         self.block = block
         self.floor = floor
 

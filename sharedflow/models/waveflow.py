@@ -226,19 +226,7 @@ def waveflow(
             if source_mean
             else None
         ),
-        gains=(
-            NoiseGains(
-                front.basis,
-                front.n_fft,
-                front.win_length,
-                sample_rate,
-                hop_length,
-                hop_length,
-                source_noise_floor,
-            )
-            if source_noise
-            else None
-        ),
+        gains=(NoiseGains(front, hop_length, source_noise_floor) if source_noise else None),
     )
 
 
