@@ -13,7 +13,7 @@ import torch
 from sharedflow.audio.io import read_mel_input
 from sharedflow.audio.mel import MelSpectrogram
 from sharedflow.audio.noise import NoiseGains
-from sharedflow.layers.lapped import imlt, mlt
+from sharedflow.layers.lapped import LappedScale, imlt, mlt
 from sharedflow.models import waveflow
 
 MEL = {"n_fft": 256, "win_length": 256, "f_min": 0.0, "f_max": 4000.0}
@@ -30,6 +30,8 @@ def test_the_lapped_transform_is_orthogonal_and_local_in_frequency() -> None:
     assert tone.square().sum(0).argmax() == 20
     with pytest.raises(ValueError, match="multiple of 64 and at least 128"):
         mlt(torch.randn(1, 100), 64)
+    with pytest.raises(ValueError, match="LappedScale reads a channel of the context, and none"):
+        LappedScale(64)(torch.randn(1, 1, 8, 64))
 
 
 def _gains(audio: torch.Tensor, floor: float = 0.1) -> torch.Tensor:

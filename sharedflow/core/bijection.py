@@ -22,7 +22,15 @@ from torch import Tensor, nn
 
 Context = Any  # a tensor, a tuple of tensors, or None; only the layers that use it look inside
 
-__all__ = ["Bijection", "Context", "Inverse", "Sequential", "sum_except_batch", "zeros_logdet"]
+__all__ = [
+    "Bijection",
+    "Context",
+    "Inverse",
+    "Sequential",
+    "context_row",
+    "sum_except_batch",
+    "zeros_logdet",
+]
 
 
 class Bijection(nn.Module, ABC):
@@ -120,3 +128,11 @@ def sum_except_batch(x: Tensor) -> Tensor:
 def zeros_logdet(x: Tensor) -> Tensor:
     """A zero log-determinant ``(B,)`` on the device and dtype of ``x``."""
     return torch.zeros(x.shape[0], device=x.device, dtype=x.dtype)
+
+
+def context_row(context: Context, channel: int, reader: str) -> Tensor:
+    """Channel ``channel`` of a tensor context ``(B, C, ...)`` as ``(B, 1, ...)``, for a layer
+    that reads one row of it; ``reader`` names that layer in the error when there is none."""
+    if context is None:
+        raise ValueError(f"{reader} reads a channel of the context, and none was given")
+    return context.narrow(1, channel % context.shape[1], 1)

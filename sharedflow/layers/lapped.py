@@ -29,7 +29,7 @@ import math
 import torch
 from torch import Tensor
 
-from sharedflow.core.bijection import Bijection, Context
+from sharedflow.core.bijection import Bijection, Context, context_row
 from sharedflow.layers.reshape import fold, unfold
 
 __all__ = ["LappedScale", "imlt", "mlt", "mlt_basis"]
@@ -84,9 +84,7 @@ class LappedScale(Bijection):
         self.channel = channel
 
     def _log_gains(self, x: Tensor, context: Context) -> Tensor:
-        if context is None:
-            raise ValueError("LappedScale reads its gains from the context, and none was given")
-        row = context.narrow(1, self.channel % context.shape[1], 1)
+        row = context_row(context, self.channel, "LappedScale")
         return unfold(row).unflatten(-1, (-1, self.block)).to(x.dtype)  # (B, 1, N, L)
 
     def _scale(self, x: Tensor, log_gains: Tensor) -> Tensor:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from sharedflow.core.bijection import Bijection, Context, zeros_logdet
+from sharedflow.core.bijection import Bijection, Context, context_row, zeros_logdet
 
 __all__ = ["ContextShift"]
 
@@ -23,13 +23,10 @@ class ContextShift(Bijection):
         super().__init__()
         self.channel = channel
 
-    def _shift(self, context: Context) -> Tensor:
-        if context is None:
-            raise ValueError("ContextShift subtracts a channel of the context, and none was given")
-        return context.narrow(1, self.channel % context.shape[1], 1)
-
     def forward(self, x: Tensor, context: Context = None) -> tuple[Tensor, Tensor]:
-        return x - self._shift(context).to(x.dtype), zeros_logdet(x)
+        shift = context_row(context, self.channel, "ContextShift")
+        return x - shift.to(x.dtype), zeros_logdet(x)
 
     def inverse(self, z: Tensor, context: Context = None) -> tuple[Tensor, Tensor]:
-        return z + self._shift(context).to(z.dtype), zeros_logdet(z)
+        shift = context_row(context, self.channel, "ContextShift")
+        return z + shift.to(z.dtype), zeros_logdet(z)
