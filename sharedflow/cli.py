@@ -631,7 +631,8 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         metavar="SOURCE",
         help="a held-out set to score every entry on (repeatable): a folder, file list, "
-        "LJSpeech tree, image folder or array; default: the first entry's held-out data",
+        "LJSpeech tree, image folder or array, or own: the first entry's held-out data "
+        "(the default)",
     )
 
     from sharedflow.convert import KINDS

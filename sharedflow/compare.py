@@ -3,11 +3,13 @@
 Each entry (a recipe, a run directory or a checkpoint) is trained for every seed (or its
 finished run reused; an interrupted run resumes). Every run is then scored on every held-out
 set: the first entry's own held-out data, or the sets given with ``--data`` (a folder, file
-list, LJSpeech tree, image folder or array). Audio: test LL (nats per sample) and the
-resynthesis scores of ``sharedflow.audio.quality`` (PESQ, STOI, MCD, MR-STFT, log-mel L1,
-periodicity and pitch error), beside white noise of each clip's loudness as a floor. Images:
-bits per dim. Each figure is the mean and standard deviation over seeds; a difference from
-the best entry smaller than the two spreads together is marked as not significant.
+list, LJSpeech tree, image folder or array; ``own`` names the first entry's held-out data, so
+the built-in clips and a folder of real speech can be scored side by side). Audio: test LL
+(nats per sample) and the resynthesis scores of ``sharedflow.audio.quality`` (PESQ, STOI, MCD,
+MR-STFT, log-mel L1, periodicity and pitch error), beside white noise of each clip's loudness
+as a floor. Images: bits per dim. Each figure is the mean and standard deviation over seeds;
+a difference from the best entry smaller than the two spreads together is marked as not
+significant.
 
 Written under ``out``: ``results.md`` and ``results.csv``, ``quality_vs_params.png``,
 ``validation_curves.png``, and ``samples/``: per entry the resynthesis of the first held-out
@@ -39,7 +41,7 @@ from sharedflow.recipes import RecipeError, list_recipes
 from sharedflow.sharing import as_sharing, deploy
 from sharedflow.train.run import train
 
-__all__ = ["NOISE", "PRESETS", "Entry", "compare"]
+__all__ = ["NOISE", "OWN", "PRESETS", "Entry", "compare"]
 
 PRESETS: dict[str, list[str]] = {
     "micro": ["audio/waveflow-tiny", "audio/nanoflow-tiny"],  # with --steps 2: the test suite
@@ -57,6 +59,8 @@ PRESETS: dict[str, list[str]] = {
     ],
 }
 NOISE = "white noise (same loudness)"
+OWN = "own"  # --data own: the first entry's own held-out data (the default set)
+OWN_LABEL = "the first entry's held-out data"
 
 
 @dataclass
@@ -151,11 +155,11 @@ def _evaluate_entry(
         entry.family, entry.sharing = _describe(config)
         entry.modality = model.modality
         if not sets:
-            for source in data_sources or [None]:
-                overrides = {"source": source} if source else {}
+            for source in data_sources or [OWN]:
+                overrides = {} if source == OWN else {"source": source}
                 held_out = held_out_set(config, overrides)
                 held_out.kind = model.modality
-                sets[source or "the first entry's held-out data"] = held_out
+                sets[OWN_LABEL if source == OWN else source] = held_out
         for label, held_out in sets.items():
             if held_out.kind != entry.modality:
                 raise ValueError(

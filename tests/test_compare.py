@@ -12,7 +12,7 @@ from PIL import Image
 
 from sharedflow.api import build_model, parameter_report
 from sharedflow.cli import main
-from sharedflow.compare import NOISE, compare
+from sharedflow.compare import NOISE, OWN, OWN_LABEL, compare
 from sharedflow.data import list_audio
 from sharedflow.data.builtin import speech_corpus
 
@@ -87,8 +87,11 @@ def test_several_held_out_sets_are_scored(result: Path, tmp_path: Path) -> None:
         MICRO[:1], result, steps=2, seeds=2, max_items=1, data=[str(folder), str(folder)]
     )
     assert list(entries[0].scores) == [str(folder)]  # one set, named once
-    entries = compare(MICRO[:1], result, steps=2, seeds=1, max_items=1, data=[str(folder)])
+    entries = compare(MICRO[:1], result, steps=2, seeds=1, max_items=1, data=[OWN, str(folder)])
+    assert list(entries[0].scores) == [OWN_LABEL, str(folder)]  # the run's own clips, then these
     assert len(entries[0].scores[str(folder)]["ll"]) == 1
+    own, other = (entries[0].scores[k]["ll"] for k in (OWN_LABEL, str(folder)))
+    assert own != other
 
 
 def test_parameter_counts_equal_sharedflow_params(result: Path) -> None:
