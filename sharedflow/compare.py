@@ -41,7 +41,7 @@ from sharedflow.recipes import RecipeError, list_recipes
 from sharedflow.sharing import as_sharing, deploy
 from sharedflow.train.run import train
 
-__all__ = ["NOISE", "OWN", "PRESETS", "Entry", "compare"]
+__all__ = ["NOISE", "OWN", "OWN_LABEL", "PRESETS", "Entry", "compare"]
 
 PRESETS: dict[str, list[str]] = {
     "micro": ["audio/waveflow-tiny", "audio/nanoflow-tiny"],  # with --steps 2: the test suite
