@@ -457,6 +457,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     train.add_argument("recipe", help="a recipe name, e.g. audio/waveflow-tiny")
     train.add_argument("overrides", nargs="*", help="hydra overrides, e.g. trainer.max_steps=10")
+    train.set_defaults(trailing="overrides")
     train.add_argument(
         "-m", "--multirun", action="store_true", help="sweep: key=a,b runs one job per combination"
     )
@@ -466,6 +467,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     params.add_argument("recipe")
     params.add_argument("overrides", nargs="*")
+    params.set_defaults(trailing="overrides")
     params.add_argument("--json", action="store_true")
 
     def checkpoint_options(sub: argparse.ArgumentParser) -> None:
@@ -492,6 +494,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate = command("evaluate", "held-out test LL (audio) or bits per dim (images)", _evaluate)
     checkpoint_options(evaluate)
     evaluate.add_argument("overrides", nargs="*", help="data settings, e.g. source=path/to/wavs")
+    evaluate.set_defaults(trailing="overrides")
     evaluate.add_argument("--max-items", type=_positive_int, default=None)
     evaluate.add_argument(
         "--resynthesis",
@@ -612,6 +615,7 @@ def _parser() -> argparse.ArgumentParser:
         help="recipes, run directories, checkpoints, or a preset: audio-tiny, image-tiny; "
         "and KEY=VALUE overrides for every recipe trained, as with train",
     )
+    comp.set_defaults(trailing="entries")
     comp.add_argument("--out", required=True)
     budget = comp.add_mutually_exclusive_group()
     budget.add_argument("--steps", type=_positive_int, help="training steps per entry")
@@ -658,6 +662,7 @@ def _parser() -> argparse.ArgumentParser:
     conv.add_argument(
         "overrides", nargs="*", help="model settings the weights cannot tell, e.g. height=16"
     )
+    conv.set_defaults(trailing="overrides")
     _add_recipe_dirs([recipes, train, params, comp])
     return parser
 
@@ -677,8 +682,24 @@ def _add_recipe_dirs(parsers: Sequence[argparse.ArgumentParser]) -> None:
         )
 
 
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse ``argv``; words after the options join the command's list of overrides or entries.
+
+    ``compare audio-tiny --steps 5 optim.lr=1e-3`` reads as ``compare audio-tiny optim.lr=1e-3
+    --steps 5``. An unknown option is still an error.
+    """
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    trailing = getattr(args, "trailing", None)
+    if extra and (trailing is None or any(word.startswith("-") for word in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        getattr(args, trailing).extend(extra)
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parse(argv)
     if getattr(args, "recipes", None):  # composed recipes, and sweep jobs, read the variable
         from sharedflow.recipes import USER_RECIPES
 
