@@ -612,7 +612,8 @@ def _parser() -> argparse.ArgumentParser:
     comp.add_argument(
         "entries",
         nargs="+",
-        help="recipes, run directories, checkpoints, or a preset: audio-tiny, image-tiny; "
+        help="recipes, run directories, checkpoints, folders of seed-N runs (an earlier "
+        "comparison's runs/ENTRY), or a preset: audio-tiny, image-tiny; "
         "and KEY=VALUE overrides for every recipe trained, as with train",
     )
     comp.set_defaults(trailing="entries")

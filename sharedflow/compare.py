@@ -106,10 +106,13 @@ def _trained_runs(
     minutes: float | None,
     overrides: Sequence[str] = (),
 ) -> list[Path]:
-    """Run directories of ``name``: trained here for each seed (with ``overrides``), or given."""
+    """Run directories of ``name``: trained here for each seed (with ``overrides``), or given:
+    a run, a checkpoint, or a folder of ``seed-N`` runs (an entry of an earlier comparison)."""
     path = Path(name)
     if path.exists():
-        return [resolve_checkpoint(path)]
+        seeded = [p for p in path.glob("seed-*") if p.name[5:].isdigit()]
+        seeded.sort(key=lambda p: int(p.name[5:]))
+        return [resolve_checkpoint(run) for run in seeded] or [resolve_checkpoint(path)]
     if name not in list_recipes():
         raise RecipeError(f"{name}: neither a recipe nor a run directory or checkpoint")
     runs = []

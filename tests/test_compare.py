@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from sharedflow.api import build_model, parameter_report
+from sharedflow.checkpoint import resolve_checkpoint
 from sharedflow.cli import main
 from sharedflow.compare import NOISE, OWN, OWN_LABEL, compare
 from sharedflow.data import list_audio
@@ -126,3 +127,11 @@ def test_failed_entries_are_reported_and_the_rest_completes(result: Path, tmp_pa
 def test_overrides_alone_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["compare", "data.n_test=2", "--out", str(tmp_path)]) == 2
     assert "at least one recipe, run or preset besides overrides" in capsys.readouterr().err
+
+
+def test_an_entry_folder_is_reused_with_its_seeds(result: Path, tmp_path: Path) -> None:
+    folder = result / "runs" / MICRO[0].replace("/", "_")
+    entries = compare([str(folder)], tmp_path, max_items=1)
+    assert not entries[0].error
+    assert entries[0].runs == [resolve_checkpoint(folder / f"seed-{s}") for s in (0, 1)]
+    assert len(entries[0].scores[OWN_LABEL]["ll"]) == 2
