@@ -1,15 +1,18 @@
-"""The built-in shapes' judge: real shapes score 1, the wrong class 0, a constant guess 0.25."""
+"""The built-in shapes' judge: real shapes score 1, random classes 0.25, the wrong class and
+images with no shape 0."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import Tensor
 
-from sharedflow.data.builtin import cache_dir, shapes_dataset
+from sharedflow.data.builtin import cache_dir, draw_shape, shapes_dataset
 from sharedflow.data.images import ImageFolder
 from sharedflow.data.shape_classifier import (
     CLASSES,
+    NO_SHAPE,
     ShapeClassifier,
     judges,
     shape_accuracy,
@@ -30,17 +33,23 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> ImageFolder:
 
 
 class Drawer:
-    """A stand-in for a class-conditional model: it "samples" real images of class ``f(c)``."""
+    """A stand-in for a class-conditional model: it "samples" real images of class ``c + r``
+    (``relabel`` r; ``cycle``: r is the sample's index), or (``empty``) bare backgrounds."""
 
-    def __init__(self, real: ImageFolder, relabel: int = 0, constant: bool = False) -> None:
+    def __init__(
+        self, real: ImageFolder, relabel: int = 0, cycle: bool = False, empty: bool = False
+    ) -> None:
         self.image_shape = (3, 16, 16)
         self.by_class = {c: [x for x, y in real if y == c] for c in range(len(CLASSES))}
-        self.relabel, self.constant = relabel, constant
+        self.relabel, self.cycle, self.empty = relabel, cycle, empty
 
     def sample(self, n: int, labels: Tensor, temperature: float | None = None) -> Tensor:
-        if self.constant:
-            return torch.full((n, *self.image_shape), 128, dtype=torch.uint8)
-        shifted = [(int(c) + self.relabel) % len(CLASSES) for c in labels]
+        if self.empty:
+            rng = np.random.default_rng(7)
+            images = [torch.from_numpy(draw_shape(rng, None, 16)) for _ in range(n)]
+            return torch.stack(images).permute(0, 3, 1, 2)
+        shifts = range(n) if self.cycle else [self.relabel] * n
+        shifted = [(int(c) + r) % len(CLASSES) for c, r in zip(labels, shifts, strict=True)]
         count = {c: 0 for c in self.by_class}
         images = []
         for c in shifted:
@@ -56,8 +65,15 @@ def test_real_shapes_score_one_and_the_wrong_class_zero(
     assert shape_accuracy(Drawer(real, relabel=1), 16, judge=judge) <= 0.05
 
 
-def test_a_constant_image_scores_chance_exactly(judge: ShapeClassifier, real: ImageFolder) -> None:
-    assert shape_accuracy(Drawer(real, constant=True), 8, judge=judge) == 0.25
+def test_random_classes_score_a_quarter(judge: ShapeClassifier, real: ImageFolder) -> None:
+    assert abs(shape_accuracy(Drawer(real, cycle=True), 16, judge=judge) - 0.25) <= 0.05
+
+
+def test_images_with_no_shape_score_zero(judge: ShapeClassifier, real: ImageFolder) -> None:
+    empty = Drawer(real, empty=True)
+    assert shape_accuracy(empty, 16, judge=judge) <= 0.05
+    answers = judge(empty.sample(64, torch.zeros(64))).argmax(1)
+    assert (answers == NO_SHAPE).float().mean() >= 0.9
 
 
 def test_it_judges_the_built_in_shapes_only(real: ImageFolder) -> None:

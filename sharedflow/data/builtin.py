@@ -195,17 +195,24 @@ def _shape_mask(kind: str, size: int, cx: float, cy: float, radius: float) -> np
     )
 
 
-def draw_shape(rng: np.random.Generator, kind: str, size: int) -> np.ndarray:
-    """One ``(size, size, 3)`` uint8 image: a coloured shape on a striped, noisy background."""
+def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """``(size, size, 3)`` floats: stripes of a random angle, period (3 to 8 pixels) and dark
+    colour, ``c (0.6 + 0.4 s)`` with ``s`` in [0, 1], plus grain of deviation 0.03."""
     y, x = np.mgrid[0:size, 0:size]
     angle, period = rng.uniform(0, np.pi), rng.uniform(3, 8)
     stripes = 0.5 + 0.5 * np.sin((x * np.cos(angle) + y * np.sin(angle)) * 2 * np.pi / period)
     background = rng.uniform(0.1, 0.5, 3) * (0.6 + 0.4 * stripes[..., None])
-    image = background + 0.03 * rng.standard_normal((size, size, 3))
-    radius = rng.uniform(0.22, 0.38) * size
-    cx, cy = rng.uniform(radius, size - radius, 2)
-    mask = _shape_mask(kind, size, cx, cy, radius)
-    image[mask] = rng.uniform(0.55, 1.0, 3)
+    return background + 0.03 * rng.standard_normal((size, size, 3))
+
+
+def draw_shape(rng: np.random.Generator, kind: str | None, size: int) -> np.ndarray:
+    """One ``(size, size, 3)`` uint8 image: a coloured shape on a striped, noisy background, or
+    (``kind`` None) the background alone."""
+    image = _background(rng, size)
+    if kind is not None:
+        radius = rng.uniform(0.22, 0.38) * size
+        cx, cy = rng.uniform(radius, size - radius, 2)
+        image[_shape_mask(kind, size, cx, cy, radius)] = rng.uniform(0.55, 1.0, 3)
     return (np.clip(image, 0, 1) * 255).astype(np.uint8)
 
 

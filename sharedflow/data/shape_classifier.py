@@ -1,9 +1,11 @@
 """A judge of the built-in shapes: does a sample drawn for a class show that class's shape?
 
 ``shape_accuracy(model)``: of the samples a class-conditional model draws for each
-class, the fraction that ``ShapeClassifier`` puts in that class. Chance is 0.25; real shapes
-score 1.0. The classifier is a three-layer CNN trained once per image size and channel count
-on built-in shapes drawn with a seed of their own (never a run's training or held-out data),
+class, the fraction that ``ShapeClassifier`` puts in that class. Real shapes score 1.0, shapes
+of random classes 0.25, and backgrounds with no shape 0: besides the four shapes the
+classifier has a fifth answer, no shape, so that an empty sample is not read as some class.
+It is a three-layer CNN trained once per image size and channel count on built-in shapes and
+bare backgrounds drawn with a seed of their own (never a run's training or held-out data),
 half of them blurred and all with some Gaussian noise, so that the soft edges and grain of
 samples do not decide its answer. It is cached under ``cache_dir()`` as safetensors.
 
@@ -14,24 +16,33 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from torch.utils.data import Subset
 
-from sharedflow.data.builtin import SHAPES, cache_dir, shapes_dataset
+from sharedflow.data.builtin import SHAPES, cache_dir, draw_shape, shapes_dataset
 from sharedflow.data.images import ImageFolder
 
-__all__ = ["CLASSES", "ShapeClassifier", "judges", "shape_accuracy", "shape_classifier"]
+__all__ = [
+    "CLASSES",
+    "NO_SHAPE",
+    "ShapeClassifier",
+    "judges",
+    "shape_accuracy",
+    "shape_classifier",
+]
 
 CLASSES = sorted(SHAPES)  # the class indices of a class-per-folder tree of the shapes
+NO_SHAPE = len(CLASSES)  # the classifier's fifth answer: a background with no shape
 SEED = 1234  # the classifier's own shapes
-VERSION = 1
+VERSION = 2
 
 
 class ShapeClassifier(nn.Module):
-    """uint8 images ``(B, C, H, W)`` to logits ``(B, 4)`` over ``CLASSES``."""
+    """uint8 images ``(B, C, H, W)`` to logits ``(B, 5)``: ``CLASSES``, then ``NO_SHAPE``."""
 
     def __init__(self, channels: int = 3, width: int = 32) -> None:
         super().__init__()
@@ -46,7 +57,7 @@ class ShapeClassifier(nn.Module):
             nn.ReLU(),
             nn.AdaptiveAvgPool2d(1),
             nn.Flatten(),
-            nn.Linear(2 * width, len(CLASSES)),
+            nn.Linear(2 * width, len(CLASSES) + 1),
         )
 
     def forward(self, images: Tensor) -> Tensor:
@@ -75,6 +86,7 @@ def shape_classifier(size: int, channels: int = 3, steps: int = 1500) -> ShapeCl
     folder = ImageFolder(shapes_dataset(cache_dir() / f"shapes-judge-{size}", 512, size, SEED),
                          size, channels)  # fmt: skip
     pairs = [folder[i] for i in range(len(folder))]  # each image read once
+    pairs += [(x, NO_SHAPE) for x in _backgrounds(512, size, channels)]
     images = torch.stack([x for x, _ in pairs]).float() / 127.5 - 1
     labels = torch.tensor([y for _, y in pairs])
     generator = torch.Generator().manual_seed(SEED)
@@ -97,6 +109,16 @@ def shape_classifier(size: int, channels: int = 3, steps: int = 1500) -> ShapeCl
     return model.eval()
 
 
+def _backgrounds(n: int, size: int, channels: int) -> Tensor:
+    """``n`` uint8 backgrounds with no shape, ``(n, C, size, size)``, from a seed of their own."""
+    from PIL import Image
+
+    rng = np.random.default_rng(SEED + 1)
+    mode = "RGB" if channels == 3 else "L"
+    images = [Image.fromarray(draw_shape(rng, None, size)).convert(mode) for _ in range(n)]
+    return torch.from_numpy(np.stack(images)).reshape(n, size, size, channels).permute(0, 3, 1, 2)
+
+
 def judges(items: Any) -> bool:
     """Whether ``items`` (a class-per-folder tree, or a ``Subset`` of one) are labelled by the
     built-in shapes' class names."""
@@ -114,7 +136,7 @@ def shape_accuracy(
 ) -> float:
     """The fraction of ``per_class`` samples per class (``model.sample``, with seed 0, as the
     model's ``sampling`` says) that ``judge`` (default: ``shape_classifier``) puts in the class
-    they were drawn for."""
+    they were drawn for; a sample judged to hold no shape counts as wrong."""
     channels, size, _ = model.image_shape
     judge = judge or shape_classifier(size, channels)
     labels = torch.arange(len(CLASSES)).repeat_interleave(per_class)
