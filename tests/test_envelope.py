@@ -48,6 +48,46 @@ def test_a_comb_of_known_amplitudes_is_read_back_from_its_mel(f0: float) -> None
     assert explained[:4].mean() > 0.8 and explained[-8:].mean() < 0.2  # low bands, not high
 
 
+def _direct_fit(
+    basis: torch.Tensor, log_mel: torch.Tensor, f0: torch.Tensor, win_length: int
+) -> torch.Tensor:
+    """The module doc's solution, written out over every bin and harmonic with ``torch.sinc``
+    (8 kHz, 256-point FFT, 24 harmonics under 2.5 kHz, ridge 1e-3)."""
+    n_fft, sample_rate, n_harmonics, ridge, max_frequency = 256, 8000, 24, 1e-3, 2500.0
+    f = f0.double()[..., None] * torch.arange(1, n_harmonics + 1, dtype=torch.float64)
+    bins = torch.arange(n_fft // 2 + 1, dtype=torch.float64) * sample_rate / n_fft
+    d = ((bins[:, None] - f[..., None, :]) * win_length / sample_rate).abs()
+    one = (d - 1).abs() < 1e-6
+    h = torch.where(one, 0.5, (torch.sinc(d) / torch.where(one, 1.0, 1 - d**2)).abs())
+    g = win_length / 4 * h * ((f > 0) & (f < min(max_frequency, sample_rate / 2)))[..., None, :]
+    q = basis.double() @ g
+    gram = q.transpose(-1, -2) @ q
+    scale = gram.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(1e-12)[..., None, None]
+    gram = gram + ridge * scale * torch.eye(n_harmonics, dtype=torch.float64)
+    mel = log_mel.double().exp().transpose(1, 2)[..., None]
+    a = torch.linalg.solve(gram, q.transpose(-1, -2) @ mel).clamp_min(0)
+    return a[..., 0].transpose(1, 2)
+
+
+@pytest.mark.parametrize("win_length", [256, 200])
+def test_the_amplitudes_equal_the_direct_solution(win_length: int) -> None:
+    """The fast path (the bins the filterbank reads, the harmonics some frame can hear, sines
+    per bin and per harmonic) solves the same system as the plain formula."""
+    mel = MelSpectrogram(8000, hop_length=64, n_mels=40, **MEL | {"f_max": 3000.0})
+    torch.manual_seed(0)
+    log_mel = torch.randn(2, 40, 12, dtype=torch.float64)
+    f0 = 150 + 150 * torch.rand(2, 12, dtype=torch.float64)
+    f0[0, :4] = 0.0  # unvoiced
+    f0[1, 5] = 156.25  # on bin 5 (31.25 Hz apart): d = 0 at k = 1
+    f0[1, 6] = 31.25 * 7 - 8000 / win_length  # d = 1 from bin 7 at k = 1
+    read = HarmonicAmplitudes(mel.basis, 256, win_length, 8000, 24, max_frequency=2500.0)
+    direct = _direct_fit(mel.basis, log_mel, f0, win_length)
+    assert torch.allclose(read(log_mel, f0), direct, rtol=1e-9, atol=1e-12)
+    assert (direct[:, :16] > 0).any() and torch.equal(direct[:, 17:], torch.zeros(2, 7, 12))
+    silent = torch.zeros_like(f0)
+    assert torch.equal(read(log_mel, silent), torch.zeros(2, 24, 12, dtype=torch.float64))
+
+
 def test_the_amplitudes_are_upsampled_like_the_f0() -> None:
     source = HarmonicSource(3, 8000, 64, quadrature=True)
     f0 = torch.full((1, 9), 200.0)

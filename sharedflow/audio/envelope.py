@@ -22,6 +22,8 @@ MR-STFT 0.79 (docs/results.md).
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -53,25 +55,37 @@ class HarmonicAmplitudes(nn.Module):
     ) -> None:
         super().__init__()
         # Plain tensors, not buffers: a model cast to bf16 must not round them.
-        self.basis = basis.detach().double().cpu()
-        self.bins = torch.arange(n_fft // 2 + 1, dtype=torch.float64) * sample_rate / n_fft
+        # Only the bins the filterbank reads (a mel with f_max under Nyquist reads fewer).
+        read = (basis.detach().cpu() != 0).any(0).nonzero()[:, 0]
+        lo, hi = (int(read[0]), int(read[-1]) + 1) if len(read) else (0, 0)
+        self.basis = basis.detach().double().cpu()[:, lo:hi]
+        # Bin j's centre in units of the window's transform: d = position_j - k f0 W / sr.
+        self.position = torch.arange(lo, hi, dtype=torch.float64) * win_length / n_fft
         self.win_length = win_length
         self.sample_rate = sample_rate
         self.n_harmonics = n_harmonics
         self.ridge = ridge
         self.max_frequency = sample_rate / 2 if max_frequency is None else max_frequency
 
-    def lobes(self, f0: Tensor) -> Tensor:
-        """``G (B, F, n_fft / 2 + 1, K)``: each harmonic's STFT magnitude per unit amplitude."""
-        k = torch.arange(1, self.n_harmonics + 1, dtype=torch.float64, device=f0.device)
+    def lobes(self, f0: Tensor, n_harmonics: int) -> Tensor:
+        """``G (B, F, bins, n_harmonics)``: the first harmonics' STFT magnitudes per unit
+        amplitude, in the bins the filterbank reads.
+
+        ``sin(pi d)`` is expanded as ``sin(pi p) cos(pi x) - cos(pi p) sin(pi x)`` (``p`` the
+        bin's position, ``x = k f0 W / sr`` the harmonic's), so that the only sines are per bin
+        and per harmonic, not per pair: ``|H(d)| = |sin(pi d)| / (pi d |1 - d^2|)``."""
+        k = torch.arange(1, n_harmonics + 1, dtype=torch.float64, device=f0.device)
         f = f0.double()[..., None] * k  # (B, F, K)
-        bins = self.bins.to(f0.device)[:, None]
-        d = ((bins - f[..., None, :]) * (self.win_length / self.sample_rate)).abs()
-        near_one = (d - 1).abs() < 1e-6
-        h = torch.sinc(d) / torch.where(near_one, torch.ones_like(d), 1 - d.square())
-        h = torch.where(near_one, torch.full_like(d, 0.5), h).abs()  # the limit at d = 1
+        x = (math.pi * self.win_length / self.sample_rate) * f  # pi times the position
+        p = math.pi * self.position.to(f0.device)[:, None]  # (bins, 1)
+        d = (p - x[..., None, :]).abs_()  # pi d, (B, F, bins, K)
+        sine = torch.sin(p) * torch.cos(x)[..., None, :]
+        sine = sine.sub_(torch.cos(p) * torch.sin(x)[..., None, :]).abs_()
+        h = sine.div_((d * (1 - d.square() / math.pi**2)).abs_())
+        h = h.masked_fill_(d < 1e-6 * math.pi, 1.0)  # sinc's limit at d = 0
+        h = h.masked_fill_((d - math.pi).abs_() < 1e-6 * math.pi, 0.5)  # and at d = 1
         audible = (f < min(self.max_frequency, self.sample_rate / 2)) & (f > 0)
-        return self.win_length / 4 * h * audible[..., None, :]
+        return h.mul_(audible[..., None, :] * (self.win_length / 4))
 
     def forward(self, log_mel: Tensor, f0: Tensor) -> Tensor:
         return self.fit(log_mel, f0)[0]
@@ -79,13 +93,23 @@ class HarmonicAmplitudes(nn.Module):
     def fit(self, log_mel: Tensor, f0: Tensor) -> tuple[Tensor, Tensor]:
         """``A (B, K, F)`` and the mel it predicts, ``Q A`` ``(B, n_mels, F)`` (linear, not log):
         the part of each frame's mel that the harmonics explain."""
-        q = self.basis.to(f0.device) @ self.lobes(f0)  # (B, F, n_mels, K)
+        f0 = f0.double()
+        b, n_frames = f0.shape
+        voiced = f0[f0 > 0]
+        # Harmonics at or above max_frequency in every frame are 0: solve for the rest only.
+        limit = min(self.max_frequency, self.sample_rate / 2)
+        n = min(self.n_harmonics, math.ceil(limit / voiced.min())) if len(voiced) else 0
+        if n == 0:
+            return log_mel.new_zeros(b, self.n_harmonics, n_frames), torch.zeros_like(log_mel)
+        q = self.basis.to(f0.device) @ self.lobes(f0, n)  # (B, F, n_mels, n)
         qt = q.transpose(-1, -2)
         gram = qt @ q
-        scale = gram.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(1e-12)
-        eye = torch.eye(self.n_harmonics, dtype=gram.dtype, device=gram.device)
+        scale = (gram.diagonal(dim1=-2, dim2=-1).sum(-1) / self.n_harmonics).clamp_min(1e-12)
+        eye = torch.eye(n, dtype=gram.dtype, device=gram.device)
         gram = gram + self.ridge * scale[..., None, None] * eye
         mel = log_mel.double().exp().transpose(1, 2)[..., None]  # (B, F, n_mels, 1)
-        amplitude = torch.linalg.solve(gram, qt @ mel).clamp_min(0)  # (B, F, K, 1)
+        amplitude = torch.linalg.solve(gram, qt @ mel).clamp_min(0)  # (B, F, n, 1)
         fitted = (q @ amplitude)[..., 0].transpose(1, 2)  # (B, n_mels, F)
-        return amplitude[..., 0].transpose(1, 2).to(log_mel.dtype), fitted.to(log_mel.dtype)
+        full = amplitude.new_zeros(b, self.n_harmonics, n_frames)
+        full[:, :n] = amplitude[..., 0].transpose(1, 2)
+        return full.to(log_mel.dtype), fitted.to(log_mel.dtype)
