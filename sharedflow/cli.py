@@ -332,7 +332,7 @@ def _compare(args: argparse.Namespace) -> int:
     print((out / "results.md").read_text())
     print(
         f"wrote {out / 'results.csv'}, {out / 'results.md'}, {out / 'quality_vs_params.png'}, "
-        f"{out / 'validation_curves.png'} and {out / 'samples'}/ "
+        f"{out / 'training_curves.png'} and {out / 'samples'}/ "
         f"in {(time.perf_counter() - start) / 60:.1f} min"
     )
     return 0 if any(not e.error for e in entries) else 2
@@ -614,7 +614,9 @@ def _parser() -> argparse.ArgumentParser:
         nargs="+",
         help="recipes, run directories, checkpoints, folders of seed-N runs (an earlier "
         "comparison's runs/ENTRY), or a preset: audio-tiny, image-tiny; "
-        "and KEY=VALUE overrides for every recipe trained, as with train",
+        "and KEY=VALUE overrides for every recipe trained, as with train (runs trained here "
+        "validate once, at the end, and log every step: trainer.val_every=0 "
+        "trainer.log_every=1 unless overridden)",
     )
     comp.set_defaults(trailing="entries")
     comp.add_argument("--out", required=True)

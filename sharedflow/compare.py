@@ -11,10 +11,15 @@ as a floor. Images: bits per dim. Each figure is the mean and standard deviation
 a difference from the best entry smaller than the two spreads together is marked as not
 significant.
 
+Runs trained here validate once, at their end, and log every step's loss
+(``trainer.val_every=0 trainer.log_every=1``, unless an override says otherwise): the
+held-out figures are the scores above.
+
 Written under ``out``: ``results.md`` and ``results.csv``, ``quality_vs_params.png``,
-``validation_curves.png``, and ``samples/``: per entry the resynthesis of the first held-out
-clip (wav, and a spectrogram against the original) or a grid of samples next to real images,
-and ``overview.png``, those pictures one under another.
+``training_curves.png`` (each entry's first run's training loss, a mean over 10 steps), and
+``samples/``: per entry the resynthesis of the first held-out clip (wav, and a spectrogram
+against the original) or a grid of samples next to real images, and ``overview.png``, those
+pictures one under another.
 An entry that fails is reported as failed and the rest go on.
 """
 
@@ -119,7 +124,11 @@ def _trained_runs(
     for seed in range(seeds):
         run_dir = out / "runs" / name.replace("/", "_") / f"seed-{seed}"
         if not (run_dir / "finished.json").is_file():
-            given = [*overrides, f"run_dir={run_dir}", f"trainer.seed={seed}"]
+            # One validation, at the end (the scores below are the comparison's held-out
+            # figures), and the loss of every step for the curves; a given override wins.
+            given = ["trainer.val_every=0", "trainer.log_every=1", *overrides]
+            given.append(f"run_dir={run_dir}")
+            given.append(f"trainer.seed={seed}")
             given.append("trainer.progress=false")
             if steps is not None:
                 given.append(f"trainer.max_steps={steps}")
@@ -402,20 +411,39 @@ def _plot(entries: list[Entry], out: Path, floor: Entry | None = None) -> None:
     fig.savefig(out / "quality_vs_params.png", dpi=120)
     plt.close(fig)
 
+    _plot_training([run_directory(e.runs[0]) for e in ok], [e.name for e in ok], out)
+
+
+def _plot_training(run_dirs: list[Path], names: list[str], out: Path, window: int = 10) -> None:
+    """``training_curves.png``: each run's training loss, the mean of the last ``window`` logged
+    steps, against the step; the y range is that of each run's later three quarters (the loss
+    of the first steps is far above)."""
+    import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(6, 4))
-    key = "val_" + columns[0].name
-    for e in ok:
-        path = run_directory(e.runs[0]) / "metrics.jsonl"
+    later = []
+    for run_dir, name in zip(run_dirs, names, strict=True):
+        path = run_dir / "metrics.jsonl"
         if not path.is_file():
             continue
-        points = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        points = [(p["step"], p[key]) for p in points if key in p]
-        if points:
-            ax.plot(*zip(*points, strict=True), marker=".", label=e.name.split("/")[-1])
+        records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        logged = [(r["step"], r["loss"]) for r in records if "loss" in r]
+        if not logged:
+            continue
+        steps, losses = zip(*logged, strict=True)
+        mean = [
+            statistics.fmean(losses[max(0, i + 1 - window) : i + 1]) for i in range(len(steps))
+        ]
+        ax.plot(steps, mean, label=name.split("/")[-1])
+        later += [m for step, m in zip(steps, mean, strict=True) if step >= steps[-1] / 4]
+    if later:
+        low, high = min(later), max(later)
+        pad = 0.05 * (high - low) or 0.05
+        ax.set_ylim(low - pad, high + pad)
+        ax.legend(fontsize=7)
     ax.set_xlabel("step")
-    ax.set_ylabel(f"held-out {columns[0].unit}")
+    ax.set_ylabel(f"training loss, mean of {window} steps")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out / "validation_curves.png", dpi=120)
+    fig.savefig(out / "training_curves.png", dpi=120)
     plt.close(fig)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import pytest
@@ -55,6 +56,10 @@ def test_tables_plots_and_samples_are_written(result: Path) -> None:
     assert all(r["status"] == "ok" for r in rows)
     configs = sorted(result.glob("runs/*/seed-*/config.yaml"))
     assert len(configs) == 4 and all(OmegaConf.load(c).data.n_test == 2 for c in configs)
+    assert all(OmegaConf.load(c).trainer.val_every == 0 for c in configs)  # compare's defaults
+    records = (configs[0].parent / "metrics.jsonl").read_text().splitlines()
+    steps = [(json.loads(r)["step"], "loss" in json.loads(r)) for r in records]
+    assert steps == [(1, True), (2, True), (2, False)]  # one validation, at the end
     models = [r for r in rows if r["entry"] in MICRO]
     metrics = {r["metric"] for r in models}
     assert {"ll", "pesq", "stoi", "mcd_db", "mrstft", "log_mel_l1", "periodicity"} <= metrics
@@ -64,7 +69,7 @@ def test_tables_plots_and_samples_are_written(result: Path) -> None:
     assert "pesq" in noise and "ll" not in noise  # noise has resynthesis scores, no likelihood
     table = (result / "results.md").read_text()
     assert "audio/nanoflow-tiny" in table and "±" in table and NOISE in table
-    pictures = ["quality_vs_params.png", "validation_curves.png"]
+    pictures = ["quality_vs_params.png", "training_curves.png"]
     pictures += [f"samples/{name.replace('/', '_')}.png" for name in MICRO]
     for name in pictures:
         with Image.open(result / name) as image:
