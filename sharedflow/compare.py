@@ -127,9 +127,7 @@ def _trained_runs(
             # One validation, at the end (the scores below are the comparison's held-out
             # figures), and the loss of every step for the curves; a given override wins.
             given = ["trainer.val_every=0", "trainer.log_every=1", *overrides]
-            given.append(f"run_dir={run_dir}")
-            given.append(f"trainer.seed={seed}")
-            given.append("trainer.progress=false")
+            given += [f"run_dir={run_dir}", f"trainer.seed={seed}", "trainer.progress=false"]
             if steps is not None:
                 given.append(f"trainer.max_steps={steps}")
             if minutes is not None:

@@ -78,12 +78,12 @@ class HarmonicAmplitudes(nn.Module):
         f = f0.double()[..., None] * k  # (B, F, K)
         x = (math.pi * self.win_length / self.sample_rate) * f  # pi times the position
         p = math.pi * self.position.to(f0.device)[:, None]  # (bins, 1)
-        d = (p - x[..., None, :]).abs_()  # pi d, (B, F, bins, K)
+        pi_d = (p - x[..., None, :]).abs_()  # (B, F, bins, K)
         sine = torch.sin(p) * torch.cos(x)[..., None, :]
         sine = sine.sub_(torch.cos(p) * torch.sin(x)[..., None, :]).abs_()
-        h = sine.div_((d * (1 - d.square() / math.pi**2)).abs_())
-        h = h.masked_fill_(d < 1e-6 * math.pi, 1.0)  # sinc's limit at d = 0
-        h = h.masked_fill_((d - math.pi).abs_() < 1e-6 * math.pi, 0.5)  # and at d = 1
+        h = sine.div_((pi_d * (1 - pi_d.square() / math.pi**2)).abs_())
+        h = h.masked_fill_(pi_d < 1e-6 * math.pi, 1.0)  # sinc's limit at d = 0
+        h = h.masked_fill_((pi_d - math.pi).abs_() < 1e-6 * math.pi, 0.5)  # and at d = 1
         audible = (f < min(self.max_frequency, self.sample_rate / 2)) & (f > 0)
         return h.mul_(audible[..., None, :] * (self.win_length / 4))
 
