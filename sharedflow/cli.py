@@ -66,8 +66,9 @@ def _train(args: argparse.Namespace) -> int:
 
 def _summarise(run_dir: Path) -> None:
     """Where a run's outputs are, and its held-out metric at the start and at the end."""
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    held_out = [r for r in records if any(k.startswith("val_") for k in r)]
+    from sharedflow.train.loop import read_metrics
+
+    held_out = [r for r in read_metrics(run_dir) if any(k.startswith("val_") for k in r)]
     print(f"run directory: {run_dir}")
     if held_out:
         first, last = held_out[0], held_out[-1]

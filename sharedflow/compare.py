@@ -44,6 +44,7 @@ from sharedflow.errors import first_line
 from sharedflow.evaluate import evaluate
 from sharedflow.recipes import RecipeError, list_recipes
 from sharedflow.sharing import as_sharing, deploy
+from sharedflow.train.loop import read_metrics
 from sharedflow.train.run import train
 
 __all__ = ["NOISE", "OWN", "OWN_LABEL", "PRESETS", "Entry", "compare"]
@@ -421,11 +422,7 @@ def _plot_training(run_dirs: list[Path], names: list[str], out: Path, window: in
     fig, ax = plt.subplots(figsize=(6, 4))
     later = []
     for run_dir, name in zip(run_dirs, names, strict=True):
-        path = run_dir / "metrics.jsonl"
-        if not path.is_file():
-            continue
-        records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        logged = [(r["step"], r["loss"]) for r in records if "loss" in r]
+        logged = [(r["step"], r["loss"]) for r in read_metrics(run_dir) if "loss" in r]
         if not logged:
             continue
         steps, losses = zip(*logged, strict=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from sharedflow.cli import main
 from sharedflow.compare import NOISE, OWN, OWN_LABEL, compare
 from sharedflow.data import list_audio
 from sharedflow.data.builtin import speech_corpus
+from sharedflow.train.loop import read_metrics
 
 MICRO = ["audio/waveflow-tiny", "audio/nanoflow-tiny"]
 
@@ -57,8 +57,7 @@ def test_tables_plots_and_samples_are_written(result: Path) -> None:
     configs = sorted(result.glob("runs/*/seed-*/config.yaml"))
     assert len(configs) == 4 and all(OmegaConf.load(c).data.n_test == 2 for c in configs)
     assert all(OmegaConf.load(c).trainer.val_every == 0 for c in configs)  # compare's defaults
-    records = (configs[0].parent / "metrics.jsonl").read_text().splitlines()
-    steps = [(json.loads(r)["step"], "loss" in json.loads(r)) for r in records]
+    steps = [(r["step"], "loss" in r) for r in read_metrics(configs[0].parent)]
     assert steps == [(1, True), (2, True), (2, False)]  # one validation, at the end
     models = [r for r in rows if r["entry"] in MICRO]
     metrics = {r["metric"] for r in models}

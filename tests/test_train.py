@@ -212,6 +212,17 @@ def test_resume_skips_a_torn_metrics_line_and_a_corrupt_latest_checkpoint(
     assert steps(run) == steps(tmp_path / "whole")  # no record lost, none twice
 
 
+def test_read_metrics_skips_a_torn_line_and_reads_nothing_from_a_run_without_records(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sharedflow.train.loop import read_metrics
+
+    assert read_metrics(tmp_path) == []
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0}\n\n{"step": 2, "lo')
+    assert read_metrics(tmp_path) == [{"step": 1, "loss": 2.0}]
+    assert "line 3 is torn" in capsys.readouterr().out
+
+
 def test_a_restart_before_the_first_checkpoint_leaves_no_duplicate_records(
     tmp_path: Path,
 ) -> None:

@@ -43,7 +43,7 @@ from sharedflow.train.lock import RunLock
 from sharedflow.train.sampler import StepBatchSampler
 from sharedflow.train.state import TrainState
 
-__all__ = ["Trainer", "TrainingError"]
+__all__ = ["Trainer", "TrainingError", "read_metrics"]
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 
@@ -438,19 +438,32 @@ class _Logger:
             self.tensorboard.close()
 
 
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop records of steps after the checkpoint a run resumes from (work that was lost)."""
-    if not path.is_file():
-        return
-    kept = []
+def _records(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """``(line, record)`` of each whole record in a ``metrics.jsonl``; a torn line (an
+    interrupted write) is reported and skipped."""
+    records = []
     for number, line in enumerate(path.read_text().splitlines(), 1):
         try:
             record = json.loads(line) if line.strip() else None
         except json.JSONDecodeError:
-            print(f"{path}: line {number} is torn (an interrupted write); dropping it")
+            print(f"{path}: line {number} is torn (an interrupted write); skipping it")
             continue
-        if isinstance(record, dict) and record.get("step", 0) <= step:
-            kept.append(line)
+        if isinstance(record, dict):
+            records.append((line, record))
+    return records
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """The records a run logged (``metrics.jsonl``), in order; none when it logged nothing."""
+    path = Path(run_dir) / "metrics.jsonl"
+    return [record for _, record in _records(path)] if path.is_file() else []
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop records of steps after the checkpoint a run resumes from (work that was lost)."""
+    if not path.is_file():
+        return
+    kept = [line for line, record in _records(path) if record.get("step", 0) <= step]
     tmp = path.with_suffix(".tmp")
     tmp.write_text("".join(line + "\n" for line in kept))
     tmp.replace(path)
