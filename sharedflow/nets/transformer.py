@@ -10,8 +10,9 @@ label) uses the mean class embedding, the "unconditional" branch of guidance.
 
 Generation feeds one token at a time through a preallocated KV cache (``init_cache``/``step``).
 A ``Guidance`` context runs a second, unconditional branch (the mean class embedding, at the
-guidance's attention temperature, as TarFlow's ``MetaBlock.reverse``) with its own cache, and
-returns ``h_c + w (h_c - h_u)`` (optionally ``w`` ramped linearly over tokens).
+guidance's attention temperature, as TarFlow's ``MetaBlock.reverse``) and returns
+``h_c + w (h_c - h_u)`` (optionally ``w`` ramped linearly over tokens). While generating, the two
+branches are stacked along the batch, ``(2B, 1, C)`` per token, so one pass serves both.
 
 NanoFlow-TarFlow: one body (the K layers, the class embedding) serves all flow blocks; each
 block owns its input and output projections (a stem and a head). With ``embedding_dim > 0``
@@ -99,12 +100,16 @@ class Attention(nn.Module):
         scale = HEAD_DIM**-0.5 / attn_temp
         return self._merge(F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale))
 
-    def step(self, x: Tensor, cache: tuple[Tensor, Tensor], i: int, attn_temp: float) -> Tensor:
-        """One token ``(B, 1, C)`` at position ``i``, keys and values written into the cache."""
+    def step(self, x: Tensor, cache: tuple[Tensor, Tensor], i: int, attn_temp: Tensor | float
+             ) -> Tensor:  # fmt: skip
+        """One token ``(B, 1, C)`` at position ``i``, keys and values written into the cache;
+        ``attn_temp`` a float, or one per row ``(B, 1, 1, 1)``."""
         q, k, v = self._split(x)
         keys, values = cache
         keys[:, :, i : i + 1] = k
         values[:, :, i : i + 1] = v
+        if isinstance(attn_temp, Tensor):  # rows of their own temperatures: scale the queries
+            q, attn_temp = q / attn_temp, 1.0
         scale = HEAD_DIM**-0.5 / attn_temp
         out = F.scaled_dot_product_attention(
             q, keys[:, :, : i + 1], values[:, :, : i + 1], scale=scale
@@ -128,7 +133,8 @@ class Layer(nn.Module):
         x = x + self.attn(self.norm1(x), attn_temp)
         return x + self.mlp(self.norm2(x))
 
-    def step(self, x: Tensor, cache: tuple[Tensor, Tensor], i: int, attn_temp: float) -> Tensor:
+    def step(self, x: Tensor, cache: tuple[Tensor, Tensor], i: int, attn_temp: Tensor | float
+             ) -> Tensor:  # fmt: skip
         x = x + self.attn.step(self.norm1(x), cache, i, attn_temp)
         return x + self.mlp(self.norm2(x))
 
@@ -147,11 +153,14 @@ def zero_output(channels: int, n_out: int) -> nn.Linear:
 
 @dataclass
 class KVCache:
-    """Preallocated keys and values for every layer, per branch (conditional, unconditional)."""
+    """Preallocated keys and values ``(nB, heads, T, 64)`` for every layer, where ``n`` branches
+    (conditional, and unconditional under guidance) are stacked along the batch, so that one
+    pass of the layers serves both."""
 
-    branches: list[list[tuple[Tensor, Tensor]]]
-    contexts: list[Tensor]  # per branch: the (B, 1, C) class term added to every token
-    attn_temps: list[float]
+    layers: list[tuple[Tensor, Tensor]]
+    context: Tensor  # (nB, 1, C): each row's class term, added to every token
+    attn_temp: Tensor | float  # one for every row, or (nB, 1, 1, 1)
+    n_branches: int
     guidance: Guidance | None
     n_tokens: int
     step: StepInput | None
@@ -265,25 +274,23 @@ class CausalTransformer(CausalNet):
         if guidance is not None and guidance.weight != 0:
             contexts.append(self.class_term(None, b, like))
             temps.append(guidance.attn_temp)
-        heads = self.channels // HEAD_DIM
-        branches = [
-            [
-                (x.new_zeros(b, heads, t, HEAD_DIM), x.new_zeros(b, heads, t, HEAD_DIM))
-                for _ in self.layers
-            ]
-            for _ in contexts
-        ]
-        return KVCache(branches, contexts, temps, guidance, t, step)
+        rows = b * len(contexts)
+        attn_temp: Tensor | float = temps[0]
+        if len(set(temps)) > 1:
+            attn_temp = torch.tensor(temps, dtype=x.dtype, device=x.device)
+            attn_temp = attn_temp.repeat_interleave(b).view(rows, 1, 1, 1)
+        shape = (rows, self.channels // HEAD_DIM, t, HEAD_DIM)
+        layers = [(x.new_zeros(shape), x.new_zeros(shape)) for _ in self.layers]
+        context = torch.cat(contexts)
+        return KVCache(layers, context, attn_temp, len(contexts), guidance, t, step)
 
     def step(self, cache: KVCache, x_i: Tensor, i: int) -> Tensor:
-        outputs = []
-        for branch, class_term, temp in zip(
-            cache.branches, cache.contexts, cache.attn_temps, strict=True
-        ):
-            h = self._embed(x_i, class_term, cache.step, i)
-            for layer, kv in zip(self.layers, branch, strict=True):
-                h = layer.step(h, kv, i, temp)
-            outputs.append(h if self.proj_out is None else self.proj_out(h))
-        if len(outputs) == 1:
-            return outputs[0]
-        return cache.guidance.mix(outputs[0], outputs[1], i, cache.n_tokens)
+        x = x_i if cache.n_branches == 1 else x_i.repeat(cache.n_branches, 1, 1)
+        h = self._embed(x, cache.context, cache.step, i)
+        for layer, kv in zip(self.layers, cache.layers, strict=True):
+            h = layer.step(h, kv, i, cache.attn_temp)
+        h = h if self.proj_out is None else self.proj_out(h)
+        if cache.n_branches == 1:
+            return h
+        conditional, unconditional = h.chunk(2)
+        return cache.guidance.mix(conditional, unconditional, i, cache.n_tokens)
