@@ -31,6 +31,7 @@ import sys
 import time
 
 import torch
+from common import count_flops, describe, gemm_rate, sync
 
 MODELS = {
     "waveglow": ("sharedflow.models:waveglow", {}),
@@ -44,48 +45,21 @@ MODELS = {
 SYNTH_FRAMES, TRAIN_SAMPLES = 87, 16000
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def _time(fn, repeats: int, device: torch.device) -> list[float]:  # noqa: ANN001
     fn()
-    _sync(device)
+    sync(device)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
-        _sync(device)
+        sync(device)
         times.append(time.perf_counter() - start)
     return times
 
 
-def probe(device: torch.device, dtype: torch.dtype, repeats: int = 50) -> float:
+def probe(device: torch.device, dtype: torch.dtype) -> float:
     """GFLOP/s of ``(1392, 576) @ (576, 128)``, the GEMM of one WaveFlow h16-r64 row conv."""
-    a = torch.randn(1392, 576, device=device).to(dtype)
-    b = torch.randn(576, 128, device=device).to(dtype)
-    times = _time(lambda: a @ b, repeats, device)
-    return 2 * 1392 * 576 * 128 / statistics.median(times) / 1e9
-
-
-def count_flops(fn) -> int:  # noqa: ANN001
-    """Floating-point operations of one call of ``fn``, as torch's FLOP counter sees them
-    (matrix products and convolutions, forward and backward: where the compute goes)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with FlopCounterMode(display=False) as counter:
-        fn()
-    return counter.get_total_flops()
-
-
-def describe(device: torch.device) -> str:
-    """The hardware a figure belongs to: the GPU's name, or the CPU's capability."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    from sharedflow.precision import Capabilities
-
-    return Capabilities.detect("cpu").describe()
+    return gemm_rate(device, dtype, 1392, 576, 128)
 
 
 def run_one(

@@ -18,6 +18,11 @@ that way; ``--round-robin`` reproduces the harness's figures.
 ``--preset imagenet64``: TarFlow at the ImageNet-64 recipe's width (patch 2, 768 channels,
 8 blocks x 8 layers, 460M parameters), training fwd+bwd and KV-cache sampling only, reported
 also as images per second; ``--precision`` runs both under autocast.
+
+The training cases, which are compute-bound, also report their GFLOP (torch's FLOP counter)
+and the rate achieved as a fraction of a GEMM probe in the run's dtype, measured before and
+after each group: TarFlow's MLP product over the batch's tokens, ``(8 x 64, 256) @ (256, 1024)``
+for the small preset and ``(B x 1024, 768) @ (768, 3072)`` for ImageNet-64.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import time
 from collections.abc import Callable
 
 import torch
+from common import count_flops, describe, gemm_rate
 
 from sharedflow.models import glow, tarflow
 from sharedflow.models.image import Jacobi
@@ -149,14 +155,6 @@ def imagenet64_cases(device: torch.device, batch: int) -> dict[str, Callable[[],
     }
 
 
-def describe(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    from sharedflow.precision import Capabilities
-
-    return Capabilities.detect("cpu").describe()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
@@ -174,9 +172,12 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     batch = args.batch if args.preset == "imagenet64" else 8
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.precision]
+    shape = (batch * 1024, 768, 3072) if args.preset == "imagenet64" else (8 * 64, 256, 1024)
     print(f"{describe(device)}; torch {torch.__version__}; {args.precision}")
-    print(f"| case ({args.device}, batch {batch}) | median ms (min) | images/s |")
-    print("|---|---|---|")
+    print(f"| case ({args.device}, batch {batch}) | median ms (min) | images/s | GFLOP "
+          "| probe GFLOP/s | achieved / probe |")  # fmt: skip
+    print("|---|---|---|---|---|---|")
     if args.preset == "imagenet64":
         groups = [(imagenet64_cases(device, batch), args.repeats, 1)]
     else:
@@ -186,17 +187,23 @@ def main() -> None:
             (glow_cases(device, 256, 32), 3, 1),
         ]
     for cases, repeats, warmup in groups:
+        rate = gemm_rate(device, dtype, *shape)
         with autocast(args.precision, device):
             if args.round_robin:
                 timed = _time_round_robin(cases, repeats, warmup, device)
             else:
                 timed = {name: _time(fn, repeats, warmup, device) for name, fn in cases.items()}
+            work = {name: count_flops(cases[name]) / 1e9 for name in cases if "train" in name}
+        rate = (rate + gemm_rate(device, dtype, *shape)) / 2
         for name, times in timed.items():
             median = statistics.median(times)
-            print(
-                f"| {name} | {median:.1f} ({min(times):.1f}) | {1000 * batch / median:.1f} |",
-                flush=True,
-            )
+            row = f"| {name} | {median:.1f} ({min(times):.1f}) | {1000 * batch / median:.1f} |"
+            if name in work:
+                achieved = work[name] / (median / 1000)
+                row += f" {work[name]:.2f} | {rate:.0f} | {achieved / rate:.0%} |"
+            else:
+                row += " | | |"
+            print(row, flush=True)
 
 
 if __name__ == "__main__":
