@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable
 
 import torch
-from common import count_flops, describe, gemm_rate
+from common import count_flops, describe, gemm_rate, sync
 
 from sharedflow.models import glow, tarflow
 from sharedflow.models.image import Jacobi
@@ -47,12 +47,10 @@ def _time(
         fn()
     times = []
     for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        sync(device)
         start = time.perf_counter()
         fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        sync(device)
         times.append((time.perf_counter() - start) * 1000)
     return times
 
