@@ -162,11 +162,29 @@ def test_zero_steps_write_an_untrained_checkpoint(tmp_path: Path) -> None:
         ("batch_size", 0, "trainer.batch_size=0"),
         ("grad_clip", "abc", "trainer.grad_clip='abc'"),
         ("ema_decay", 1.5, "trainer.ema_decay=1.5"),
+        ("threads", 0, "trainer.threads=0: expected null or >= 1"),
     ],
 )
 def test_bad_trainer_settings_are_refused(key: str, value: object, message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
         Trainer(**{key: value})
+
+
+def test_a_run_trains_with_its_threads_and_gives_the_others_back(tmp_path: Path) -> None:
+    seen = []
+
+    class Counting(_Flaky):
+        def forward(self, batch: torch.Tensor) -> torch.Tensor:
+            seen.append(torch.get_num_threads())
+            return super().forward(batch)
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        _fit(Counting(set()), tmp_path, max_steps=2, threads=1)
+        assert seen == [1, 1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_checkpoints_are_ordered_by_their_step_and_foreign_folders_are_kept(

@@ -75,6 +75,10 @@ class Trainer:
         progress: show a progress bar.
         max_seconds: a training-time budget; the run ends (validated, checkpointed) once its
             training time passes it. A resumed run counts the time already spent.
+        threads: intra-op CPU threads for the run (None: torch's default, the machine's
+            cores). The order of a float sum, and so the trained weights to the last bit,
+            depends on it: a run given a number trains alike on any machine with the same
+            kernels, and resumes alike.
     """
 
     max_steps: int = 1000
@@ -96,6 +100,7 @@ class Trainer:
     sample_temperature: float | None = None
     progress: bool = True
     max_seconds: float | None = None
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         """Refuse, naming the key, values that would be silently replaced or misread."""
@@ -114,6 +119,10 @@ class Trainer:
             not isinstance(self.val_items, int) or self.val_items < 1
         ):
             raise ValueError(f"trainer.val_items={self.val_items!r}: expected null or >= 1")
+        if self.threads is not None and (
+            isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1
+        ):
+            raise ValueError(f"trainer.threads={self.threads!r}: expected null or >= 1")
         positive = {"grad_clip": self.grad_clip, "max_seconds": self.max_seconds}
         for key, value in positive.items():
             if value is not None and not (isinstance(value, int | float) and value > 0):
@@ -142,10 +151,15 @@ class Trainer:
             )
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        with RunLock(run_dir) if run.is_main else nullcontext():
-            return self._fit(
-                model, data, make_optimizer, make_schedule, run_dir, config, run, device
-            )
+        threads = torch.get_num_threads()
+        torch.set_num_threads(self.threads or threads)
+        try:
+            with RunLock(run_dir) if run.is_main else nullcontext():
+                return self._fit(
+                    model, data, make_optimizer, make_schedule, run_dir, config, run, device
+                )
+        finally:
+            torch.set_num_threads(threads)
 
     def _fit(
         self,
