@@ -328,6 +328,7 @@ def _compare(args: argparse.Namespace) -> int:
         True,
         args.temperature,
         overrides,
+        args.jobs,
     )
     out = Path(args.out)
     print((out / "results.md").read_text())
@@ -625,6 +626,14 @@ def _parser() -> argparse.ArgumentParser:
     budget.add_argument("--steps", type=_positive_int, help="training steps per entry")
     budget.add_argument("--minutes", type=float, help="training minutes per entry")
     comp.add_argument("--seeds", type=_positive_int, default=1)
+    comp.add_argument(
+        "--jobs",
+        type=_positive_int,
+        default=None,
+        help="runs trained at a time, each in a process of its own with one thread "
+        "(trainer.threads=1 unless overridden; default: one per core; 1: one after another, "
+        "in this process); the figures do not depend on it",
+    )
     comp.add_argument(
         "--max-items", type=_positive_int, default=None, help="held-out items to evaluate"
     )

@@ -45,7 +45,7 @@ from sharedflow.evaluate import evaluate
 from sharedflow.recipes import RecipeError, list_recipes
 from sharedflow.sharing import as_sharing, deploy
 from sharedflow.train.loop import read_metrics
-from sharedflow.train.run import train
+from sharedflow.train.pool import LOG, Job, available_cores, train_all
 
 __all__ = ["NOISE", "OWN", "OWN_LABEL", "PRESETS", "Entry", "compare"]
 
@@ -67,6 +67,8 @@ PRESETS: dict[str, list[str]] = {
 NOISE = "white noise (same loudness)"
 OWN = "own"  # --data own: the first entry's own held-out data (the default set)
 OWN_LABEL = "the first entry's held-out data"
+# compare's overrides for every run it trains; those given after them win
+TRAINING = ["trainer.val_every=0", "trainer.log_every=1", "trainer.threads=1"]
 
 
 @dataclass
@@ -104,38 +106,59 @@ def _describe(config: dict[str, Any]) -> tuple[str, str]:
     return model["_target_"].rsplit(".", 1)[-1], sharing.name
 
 
-def _trained_runs(
+def _planned_runs(
     name: str,
     out: Path,
     seeds: int,
     steps: int | None,
     minutes: float | None,
     overrides: Sequence[str] = (),
-) -> list[Path]:
-    """Run directories of ``name``: trained here for each seed (with ``overrides``), or given:
-    a run, a checkpoint, or a folder of ``seed-N`` runs (an entry of an earlier comparison)."""
+) -> tuple[list[Path], list[Job]]:
+    """Run directories of ``name``, and the jobs that train those not finished: one per seed
+    of a recipe (with ``overrides``), none for a run, a checkpoint, or a folder of ``seed-N``
+    runs (an entry of an earlier comparison)."""
     path = Path(name)
     if path.exists():
         seeded = [p for p in path.glob("seed-*") if p.name[5:].isdigit()]
         seeded.sort(key=lambda p: int(p.name[5:]))
-        return [resolve_checkpoint(run) for run in seeded] or [resolve_checkpoint(path)]
+        return [resolve_checkpoint(run) for run in seeded] or [resolve_checkpoint(path)], []
     if name not in list_recipes():
         raise RecipeError(f"{name}: neither a recipe nor a run directory or checkpoint")
-    runs = []
+    runs, jobs = [], []
     for seed in range(seeds):
         run_dir = out / "runs" / name.replace("/", "_") / f"seed-{seed}"
-        if not (run_dir / "finished.json").is_file():
-            # One validation, at the end (the scores below are the comparison's held-out
-            # figures), and the loss of every step for the curves; a given override wins.
-            given = ["trainer.val_every=0", "trainer.log_every=1", *overrides]
-            given += [f"run_dir={run_dir}", f"trainer.seed={seed}", "trainer.progress=false"]
-            if steps is not None:
-                given.append(f"trainer.max_steps={steps}")
-            if minutes is not None:
-                given.append(f"trainer.max_seconds={minutes * 60}")
-            train(name, given)
         runs.append(run_dir)
-    return runs
+        if (run_dir / "finished.json").is_file():
+            continue
+        # One validation, at the end (the scores below are the comparison's held-out figures),
+        # the loss of every step for the curves, one thread; a given override wins.
+        given = [*TRAINING, *overrides, f"trainer.seed={seed}", "trainer.progress=false"]
+        if steps is not None:
+            given.append(f"trainer.max_steps={steps}")
+        if minutes is not None:
+            given.append(f"trainer.max_seconds={minutes * 60}")
+        jobs.append(Job(name, run_dir, given))
+    return runs, jobs
+
+
+def _threads(overrides: Sequence[str]) -> int | None:
+    """The runs' ``trainer.threads``: the last override's, else compare's one."""
+    values = [o.split("=", 1)[1] for o in [*TRAINING, *overrides]
+              if o.split("=", 1)[0].lstrip("+") == "trainer.threads"]  # fmt: skip
+    try:
+        return int(values[-1])
+    except ValueError:  # null: torch's default, every core
+        return None
+
+
+def _fail(entry: Entry, out: Path, error: Exception | str) -> None:
+    """Mark ``entry`` failed (its first error is kept) and log ``error`` to ``errors.log``:
+    an exception being handled, with its traceback, or a message."""
+    given = isinstance(error, str)
+    message = error if given else f"{type(error).__name__}: {first_line(error)}"
+    entry.error = entry.error or message
+    with (out / "errors.log").open("a") as log:
+        log.write(f"{entry.name}\n{message if given else traceback.format_exc()}\n")
 
 
 def _score(
@@ -186,9 +209,14 @@ def _evaluate_entry(
             stem = entry.name.replace("/", "_")
             written = deployed.write_samples(out / "samples", stem, first.items, temperature)
             entry.pictures = [p for p in written if p.suffix == ".png"]
-        finished = run_directory(run) / "finished.json"
-        record = json.loads(finished.read_text()) if finished.is_file() else {}
-        entry.train_seconds.append(float(record.get("train_seconds", float("nan"))))
+        entry.train_seconds.append(_train_seconds(run_directory(run)))
+
+
+def _train_seconds(run_dir: Path) -> float:
+    """A finished run's training time (NaN when unknown)."""
+    finished = run_dir / "finished.json"
+    record = json.loads(finished.read_text()) if finished.is_file() else {}
+    return float(record.get("train_seconds", float("nan")))
 
 
 def compare(
@@ -202,32 +230,51 @@ def compare(
     progress: bool = False,
     temperature: float | None = None,
     overrides: Sequence[str] = (),
+    jobs: int | None = None,
 ) -> list[Entry]:
     """Train (or reuse) and evaluate every entry; write the tables, plots and samples.
 
     ``temperature``: the vocoders' resynthesis temperature (default: each model's own).
     ``overrides``: Hydra overrides for every recipe trained here, such as ``data.source=...``
-    (a finished run is reused as it is)."""
+    (a finished run is reused as it is). Runs train with one thread each
+    (``trainer.threads=1`` unless overridden), ``jobs`` at a time, each in a process of its
+    own (default: as many as the cores allow; 1: one after another, in this process); the
+    figures do not depend on ``jobs``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    entries: list[Entry] = []
-    sets: dict[str, HeldOut] = {}
-    for name in names:
-        entry = Entry(name)
-        entries.append(entry)
+    entries = [Entry(name) for name in names]
+    pending: list[tuple[Entry, Job]] = []
+    for entry in entries:
         try:
-            if progress:
-                print(
-                    f"[{time.strftime('%H:%M:%S')}] {name}: training {seeds} seed(s)", flush=True
-                )
-            entry.runs = _trained_runs(name, out, seeds, steps, minutes, overrides)
-            if progress:
-                print(f"[{time.strftime('%H:%M:%S')}] {name}: scoring", flush=True)
+            entry.runs, planned = _planned_runs(entry.name, out, seeds, steps, minutes, overrides)
+            pending += [(entry, job) for job in planned]
+        except Exception as error:  # one failed entry must not stop the comparison
+            _fail(entry, out, error)
+    threads = _threads(overrides)
+    parallel = jobs or max(1, available_cores() // (threads or available_cores()))
+    parallel = max(1, min(parallel, len(pending)))
+    _say(progress, f"training {len(pending)} run(s), {parallel} at a time, "
+                   f"{threads or 'all'} thread(s) each")  # fmt: skip
+    owner = {id(job): entry for entry, job in pending}
+
+    def trained(job: Job) -> None:
+        if job.error:
+            _fail(owner[id(job)], out, f"{job.error} (the run's log: {job.run_dir / LOG})")
+            _say(progress, f"{job.recipe} {job.run_dir.name}: failed: {job.error}")
+        else:
+            seconds = _train_seconds(job.run_dir)
+            _say(progress, f"{job.recipe} {job.run_dir.name}: trained, {seconds:.0f} s")
+
+    train_all([job for _, job in pending], parallel, threads, trained)
+    sets: dict[str, HeldOut] = {}
+    for entry in entries:
+        if entry.error:
+            continue
+        _say(progress, f"{entry.name}: scoring")
+        try:
             _evaluate_entry(entry, sets, data, max_items, out, temperature)
         except Exception as error:  # one failed entry must not stop the comparison
-            entry.error = f"{type(error).__name__}: {first_line(error)}"
-            with (out / "errors.log").open("a") as log:
-                log.write(f"{name}\n{traceback.format_exc()}\n")
+            _fail(entry, out, error)
     first = next((e for e in entries if e.task is not None and not e.error), None)
     floors = {label: first.task.quality_floor(held_out.items, max_items)
               for label, held_out in sets.items()} if first else {}  # fmt: skip

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 import soundfile as sf
+import torch
 from omegaconf import OmegaConf
 from PIL import Image
+from safetensors.torch import load_file
 
 from sharedflow.api import build_model, parameter_report
 from sharedflow.checkpoint import resolve_checkpoint
@@ -38,6 +40,8 @@ def result(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 "1",
                 "--seeds",
                 "2",
+                "--jobs",
+                "2",  # each run in a process of its own, two at a time
             ]
         )
         == 0
@@ -97,6 +101,32 @@ def test_several_held_out_sets_are_scored(result: Path, tmp_path: Path) -> None:
     assert len(entries[0].scores[str(folder)]["ll"]) == 1
     own, other = (entries[0].scores[k]["ll"] for k in (OWN_LABEL, str(folder)))
     assert own != other
+
+
+def test_runs_trained_one_after_another_in_this_process_equal_those_trained_apart(
+    result: Path, tmp_path: Path
+) -> None:
+    entries = compare(
+        MICRO[1:], tmp_path, steps=2, seeds=2, max_items=1, overrides=["data.n_test=2"], jobs=1
+    )
+    assert not entries[0].error
+    for seed in (0, 1):
+        here, apart = (
+            load_file(resolve_checkpoint(root / "runs" / "audio_nanoflow-tiny" / f"seed-{seed}")
+                      / "model.safetensors")
+            for root in (tmp_path, result)
+        )  # fmt: skip
+        assert here.keys() == apart.keys() and all(torch.equal(here[k], apart[k]) for k in here)
+    assert (result / "runs" / "audio_nanoflow-tiny" / "seed-0" / "train.log").is_file()
+    assert not (tmp_path / "runs" / "audio_nanoflow-tiny" / "seed-0" / "train.log").exists()
+
+
+def test_a_run_that_fails_in_its_process_fails_its_entry(tmp_path: Path) -> None:
+    entries = compare(
+        MICRO[1:], tmp_path, steps=2, seeds=2, overrides=["trainer.threads=0"], jobs=2
+    )
+    assert "trainer.threads=0: expected null or >= 1" in entries[0].error
+    assert "train.log" in entries[0].error and "failed" in (tmp_path / "results.md").read_text()
 
 
 def test_parameter_counts_equal_sharedflow_params(result: Path) -> None:
