@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sharedflow.errors import first_line
+from sharedflow.train.run import train
 
 __all__ = ["Job", "available_cores", "train_all"]
 
@@ -35,8 +36,9 @@ class Job:
     error: str = ""
 
     @property
-    def argv(self) -> list[str]:
-        return [self.recipe, *self.overrides, f"run_dir={self.run_dir}"]
+    def given(self) -> list[str]:
+        """The overrides, then the run directory."""
+        return [*self.overrides, f"run_dir={self.run_dir}"]
 
 
 def available_cores() -> int:
@@ -89,10 +91,8 @@ def train_all(
 
 
 def _train_here(job: Job) -> None:
-    from sharedflow.train.run import train
-
     try:
-        train(job.recipe, job.argv[1:])
+        train(job.recipe, job.given)
     except Exception as error:  # one failed run must not stop the others
         job.error = f"{type(error).__name__}: {first_line(error)}"
         job.run_dir.mkdir(parents=True, exist_ok=True)
@@ -102,7 +102,7 @@ def _train_here(job: Job) -> None:
 def _start(job: Job, env: dict[str, str]) -> subprocess.Popen:
     job.run_dir.mkdir(parents=True, exist_ok=True)
     with (job.run_dir / LOG).open("w") as log:
-        command = [sys.executable, "-m", "sharedflow.cli", "train", *job.argv]
+        command = [sys.executable, "-m", "sharedflow.cli", "train", job.recipe, *job.given]
         return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
 
 
