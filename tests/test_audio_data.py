@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import librosa
@@ -101,6 +102,33 @@ def test_builtin_corpus_is_ljspeech_layout_and_deterministic(tmp_path: Path) -> 
         assert np.array_equal(sf.read(x)[0], sf.read(y)[0])
     clip = load_audio(list_audio(a)[0], 22050)
     assert 0.1 < np.abs(clip).max() <= 0.5 and len(clip) > 22050
+
+
+def test_the_corpus_is_written_beside_its_folder_and_renamed_into_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reader (a run trained beside the writer) never sees a part of the corpus."""
+    root, written, write = tmp_path / "c", [], sf.write
+
+    def spy(path: Path, *args: object, **kwargs: object) -> None:
+        written.append(Path(path))
+        write(path, *args, **kwargs)
+
+    monkeypatch.setattr(sf, "write", spy)
+    assert speech_corpus(root, n_clips=2) == root and len(list_audio(root)) == 2
+    assert len(written) == 2 and not any(root in p.parents for p in written)
+    assert [p.name for p in tmp_path.iterdir()] == ["c"]  # nothing left beside it
+
+
+def test_writers_at_once_leave_one_whole_corpus_and_a_part_is_replaced(tmp_path: Path) -> None:
+    root = tmp_path / "c"
+    (root / "wavs").mkdir(parents=True)
+    (root / "wavs" / "SF001-0009.wav").write_bytes(b"cut short")  # an interrupted writer's
+    with ThreadPoolExecutor(3) as pool:
+        roots = list(pool.map(lambda _: speech_corpus(root, n_clips=3), range(3)))
+    assert roots == [root] * 3 and len(list_audio(root)) == 3
+    assert all(len(sf.read(p)[0]) > 0 for p in list_audio(root))
+    assert [p.name for p in tmp_path.iterdir()] == ["c"]
 
 
 def test_the_harmonic_voice_is_voiced_at_its_pitch_and_has_its_own_cache(tmp_path: Path) -> None:

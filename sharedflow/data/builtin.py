@@ -18,6 +18,9 @@ PCM. It is deterministic in ``seed``. The voice is an object:
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,24 +164,48 @@ def speech_corpus(
         if root is not None
         else cache_dir() / f"{voice.name}-{n_clips}-{sample_rate}-{seed}"
     )
-    if (root / "metadata.csv").is_file():
+
+    def write(folder: Path) -> None:
+        (folder / "wavs").mkdir()
+        rng = np.random.default_rng(seed)
+        rows = []
+        for i in range(n_clips):
+            name = f"SF{i // 100 + 1:03d}-{i % 100 + 1:04d}"
+            sf.write(
+                folder / "wavs" / f"{name}.wav",
+                synthesize_utterance(rng, sample_rate, voice),
+                sample_rate,
+                subtype="PCM_16",
+            )
+            rows.append(f"{name}|synthetic utterance {i}|synthetic utterance {i}")
+        (folder / "metadata.csv").write_text("\n".join(rows) + "\n")
+
+    return _write_once(root, "metadata.csv", write)
+
+
+def _write_once(root: Path, marker: str, write: Callable[[Path], None]) -> Path:
+    """``root``, complete once it holds ``marker``; else ``write(folder)`` fills a new folder
+    beside it, which is then renamed to ``root`` in one step. Processes writing the same data
+    at once (runs trained side by side on a fresh machine) never read a part of it: the first
+    rename wins and the others' folders are removed. A part left by an interrupted writer (no
+    ``marker``) is set aside and removed first."""
+    if (root / marker).is_file():
         return root
-    (root / "wavs").mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    rows = []
-    for i in range(n_clips):
-        name = f"SF{i // 100 + 1:03d}-{i % 100 + 1:04d}"
-        sf.write(
-            root / "wavs" / f"{name}.wav",
-            synthesize_utterance(rng, sample_rate, voice),
-            sample_rate,
-            subtype="PCM_16",
-        )
-        rows.append(f"{name}|synthetic utterance {i}|synthetic utterance {i}")
-    tmp = root / "metadata.csv.tmp"
-    tmp.write_text("\n".join(rows) + "\n")
-    tmp.replace(root / "metadata.csv")  # written last: its presence marks a complete corpus
-    return root
+    root.parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+    try:
+        write(folder)
+        try:
+            folder.rename(root)
+        except OSError:  # root is there and not empty: written meanwhile, or a part
+            if not (root / marker).is_file():
+                aside = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+                root.rename(aside / "part")
+                shutil.rmtree(aside, ignore_errors=True)
+                folder.rename(root)
+        return root
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _shape_mask(kind: str, size: int, cx: float, cy: float, radius: float) -> np.ndarray:
@@ -223,13 +250,13 @@ def shapes_dataset(
     from PIL import Image
 
     root = Path(root) if root is not None else cache_dir() / f"shapes-{n_per_class}-{size}-{seed}"
-    done = root / ".complete"
-    if done.is_file():
-        return root
-    rng = np.random.default_rng(seed)
-    for kind in SHAPES:
-        (root / kind).mkdir(parents=True, exist_ok=True)
-        for i in range(n_per_class):
-            Image.fromarray(draw_shape(rng, kind, size)).save(root / kind / f"{i:04d}.png")
-    done.write_text("ok\n")  # written last: marks a complete tree
-    return root
+
+    def write(folder: Path) -> None:
+        rng = np.random.default_rng(seed)
+        for kind in SHAPES:
+            (folder / kind).mkdir()
+            for i in range(n_per_class):
+                Image.fromarray(draw_shape(rng, kind, size)).save(folder / kind / f"{i:04d}.png")
+        (folder / ".complete").write_text("ok\n")
+
+    return _write_once(root, ".complete", write)

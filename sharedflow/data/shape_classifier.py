@@ -14,6 +14,7 @@ It applies to held-out items whose class names are the built-in shapes' (``judge
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -103,7 +104,7 @@ def shape_classifier(size: int, channels: int = 3, steps: int = 1500) -> ShapeCl
             loss.backward()
             optimizer.step()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # processes training it at once
     save_file(model.state_dict(), str(tmp))
     tmp.replace(path)
     return model.eval()
