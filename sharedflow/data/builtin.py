@@ -17,6 +17,7 @@ PCM. It is deterministic in ``seed``. The voice is an object:
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import tempfile
@@ -184,28 +185,27 @@ def speech_corpus(
 
 
 def _write_once(root: Path, marker: str, write: Callable[[Path], None]) -> Path:
-    """``root``, complete once it holds ``marker``; else ``write(folder)`` fills a new folder
-    beside it, which is then renamed to ``root`` in one step. Processes writing the same data
-    at once (runs trained side by side on a fresh machine) never read a part of it: the first
-    rename wins and the others' folders are removed. A part left by an interrupted writer (no
-    ``marker``) is set aside and removed first."""
+    """``root``, complete once it holds ``marker``; else written by ``write(folder)`` into a
+    new folder beside it, which is then renamed to ``root`` in one step. Writers take turns
+    (an exclusive ``flock`` beside ``root``), so runs started together on a fresh machine write
+    it once and none reads a part: the others wait, then find it complete. A part left by an
+    interrupted writer of an earlier version (no ``marker``) is replaced."""
     if (root / marker).is_file():
         return root
     root.parent.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
-    try:
-        write(folder)
+    with (root.parent / f".{root.name}.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if (root / marker).is_file():
+            return root  # written while this one waited
+        folder = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
         try:
+            write(folder)
+            if root.exists():
+                shutil.rmtree(root)
             folder.rename(root)
-        except OSError:  # root is there and not empty: written meanwhile, or a part
-            if not (root / marker).is_file():
-                aside = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
-                root.rename(aside / "part")
-                shutil.rmtree(aside, ignore_errors=True)
-                folder.rename(root)
-        return root
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+    return root
 
 
 def _shape_mask(kind: str, size: int, cx: float, cy: float, radius: float) -> np.ndarray:
