@@ -90,6 +90,22 @@ def test_the_classifier_is_trained_once_and_cached(judge: ShapeClassifier) -> No
         assert torch.equal(a, b)
 
 
+def test_the_classifier_does_not_depend_on_the_thread_count(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    threads = torch.get_num_threads()
+    trained = []
+    for n in (1, 2):
+        monkeypatch.setenv("SHAREDFLOW_CACHE", str(tmp_path / str(n)))
+        torch.set_num_threads(n)
+        try:
+            trained.append(shape_classifier(16, steps=40))
+        finally:
+            torch.set_num_threads(threads)
+    for a, b in zip(*(judge.parameters() for judge in trained), strict=True):
+        assert torch.equal(a, b)
+
+
 def test_a_conditional_image_flow_of_the_shapes_reports_its_accuracy(
     judge: ShapeClassifier, real: ImageFolder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
