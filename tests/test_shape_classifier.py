@@ -3,6 +3,8 @@ images with no shape 0."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -91,7 +93,7 @@ def test_the_classifier_is_trained_once_and_cached(judge: ShapeClassifier) -> No
 
 
 def test_the_classifier_does_not_depend_on_the_thread_count(
-    monkeypatch: pytest.MonkeyPatch, tmp_path
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     threads = torch.get_num_threads()
     trained = []
