@@ -26,6 +26,7 @@ from torch.utils.data import Subset
 
 from sharedflow.data.builtin import SHAPES, cache_dir, draw_shape, shapes_dataset
 from sharedflow.data.images import ImageFolder
+from sharedflow.threads import intra_op_threads
 
 __all__ = [
     "CLASSES",
@@ -98,19 +99,14 @@ def shape_classifier(size: int, channels: int = 3, steps: int = 1500) -> ShapeCl
     optimizer = torch.optim.Adam(model.parameters(), 2e-3)
     # One thread: the rounding of a product depends on the thread count, and 1500 steps of
     # training amplify it into another judge (up to 0.4 apart in a weight with 1 and 2 threads).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with torch.enable_grad():
-            for _ in range(steps):
-                batch = torch.randint(0, len(images), (64,), generator=generator)
-                logits = model.net(_augment(images[batch], generator))
-                loss = F.cross_entropy(logits, labels[batch])
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-    finally:
-        torch.set_num_threads(threads)
+    with intra_op_threads(1), torch.enable_grad():
+        for _ in range(steps):
+            batch = torch.randint(0, len(images), (64,), generator=generator)
+            logits = model.net(_augment(images[batch], generator))
+            loss = F.cross_entropy(logits, labels[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # processes training it at once
     save_file(model.state_dict(), str(tmp))

@@ -37,6 +37,7 @@ from sharedflow.data.splits import DataSplits
 from sharedflow.evaluate import evaluate
 from sharedflow.precision import PRECISIONS, Capabilities, choose
 from sharedflow.tensorfile import TensorFileError
+from sharedflow.threads import intra_op_threads
 from sharedflow.train.distributed import Distributed, pick_device
 from sharedflow.train.ema import EMA
 from sharedflow.train.lock import RunLock
@@ -151,15 +152,10 @@ class Trainer:
             )
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        threads = torch.get_num_threads()
-        torch.set_num_threads(self.threads or threads)
-        try:
-            with RunLock(run_dir) if run.is_main else nullcontext():
-                return self._fit(
-                    model, data, make_optimizer, make_schedule, run_dir, config, run, device
-                )
-        finally:
-            torch.set_num_threads(threads)
+        with intra_op_threads(self.threads), RunLock(run_dir) if run.is_main else nullcontext():
+            return self._fit(
+                model, data, make_optimizer, make_schedule, run_dir, config, run, device
+            )
 
     def _fit(
         self,
