@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
@@ -226,3 +227,26 @@ def test_graphed_decode_equals_decode_and_checks_its_shapes(device: str) -> None
     torch.testing.assert_close(graphed(mel, 0.5 * z), model.decode(mel, 0.5 * z))  # replayed
     with pytest.raises(ValueError, match="captured for mel"):
         graphed(mel[:1], z[:1])
+
+
+@pytest.mark.parametrize(
+    "device",
+    ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
+                                                          reason="needs CUDA"))],
+)  # fmt: skip
+def test_inputs_are_read_onto_the_vocoders_device(device: str, tmp_path: Path) -> None:
+    """``synthesize --device cuda``: a wav's mel is taken on the model's device, and a mel file
+    is moved there, so the front end's window and the audio meet on one device."""
+    import numpy as np
+    import soundfile
+
+    from sharedflow.audio.io import read_mel_input
+
+    model = deploy(waveflow(4, 8, 2, 2)).to(device)
+    soundfile.write(tmp_path / "a.wav", 0.1 * np.random.default_rng(0).standard_normal(4096),
+                    model.sample_rate)  # fmt: skip
+    np.save(tmp_path / "m.npy", np.zeros((80, 5), np.float32) - 5)
+    for name in ("a.wav", "m.npy"):
+        [(mel, length)] = read_mel_input(tmp_path / name, model)
+        assert mel.device.type == device and mel.shape[0] == 80
+        assert model.synthesize(mel[None], 0.5, length).shape == (1, length)

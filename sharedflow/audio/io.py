@@ -24,10 +24,11 @@ def read_mel_input(path: Path, vocoder: nn.Module) -> list[tuple[torch.Tensor, i
     A ``.npz`` holds the array as ``mel`` and may record the front end's settings
     (``sample_rate``, ``n_fft``, ``hop_length``, ``win_length``, ``n_mels``, ``f_min``,
     ``f_max``); one that differs from the model's is an error naming both. Non-finite values
-    are an error naming the file."""
+    are an error naming the file. The mels are on the vocoder's device."""
     if not path.is_file():
         raise FileNotFoundError(f"no such input: {path}")
     suffix = path.suffix.lower()
+    device = next(vocoder.parameters()).device
     if suffix in (".npy", ".npz", ".pt"):
         if suffix == ".npz":
             mel = _read_npz(path, vocoder)
@@ -45,7 +46,7 @@ def read_mel_input(path: Path, vocoder: nn.Module) -> list[tuple[torch.Tensor, i
             raise ValueError(f"{path}: expected a mel of shape {shapes}, got {tuple(mel.shape)}")
         if not torch.isfinite(mel).all():
             raise ValueError(f"{path}: the mel holds NaN or infinite values")
-        mel = vocoder.mel.for_synthesis(mel)
+        mel = vocoder.mel.for_synthesis(mel.to(device))
         return [(m, vocoder.hop_length * m.shape[-1]) for m in mel]
     audio = torch.from_numpy(load_audio(path, vocoder.sample_rate))
     if not torch.isfinite(audio).all():
@@ -54,7 +55,7 @@ def read_mel_input(path: Path, vocoder: nn.Module) -> list[tuple[torch.Tensor, i
         raise ValueError(
             f"{path}: {len(audio)} samples is shorter than one STFT window ({vocoder.mel.n_fft})"
         )
-    return [(vocoder.mel(audio), len(audio))]
+    return [(vocoder.mel(audio.to(device)), len(audio))]
 
 
 def _read_npz(path: Path, vocoder: nn.Module) -> torch.Tensor:
