@@ -126,6 +126,10 @@ class StepEstimator(nn.Module):
     def dim(self) -> int:
         return self.net.dim
 
+    @property
+    def position_tensor(self) -> bool:
+        return getattr(self.net, "position_tensor", False)
+
     def step_input(self) -> StepInput | None:
         if self.step_params is None:
             return None
@@ -146,7 +150,7 @@ class StepEstimator(nn.Module):
     def init_cache(self, x: Tensor, context: Context) -> Any:
         return self.net.init_cache(self._stem(x), context, self.step_input())
 
-    def step(self, cache: Any, x_i: Tensor, i: int) -> Tensor:
+    def step(self, cache: Any, x_i: Tensor, i: int | Tensor) -> Tensor:
         return self._head(self.net.step(cache, self._stem(x_i), i))
 
     def scan_init(self, cache: Any) -> tuple[list[Tensor], list[Tensor]] | None:

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from sharedflow.layers.autoregressive import CausalNet
+from sharedflow.layers.autoregressive import AffineAutoregressive, CausalNet, replayed_positions
 from sharedflow.models import ImageFlow, glow, nanoflow_glow, tarflow
 from sharedflow.models.image import Jacobi, Sampling
 from sharedflow.nets.transformer import CausalTransformer, Guidance
@@ -91,6 +91,30 @@ def test_kv_cached_inverse_equals_the_uncached_one(
             uncached, _ = model.flow.transform.inverse(z, context)
         assert torch.isfinite(cached).all()
         assert torch.allclose(cached, uncached, atol=1e-8)
+
+
+@pytest.mark.parametrize(
+    "device",
+    ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
+                                                          reason="needs CUDA"))],
+)  # fmt: skip
+@pytest.mark.parametrize("name", ["tarflow", "tarflow-shift-only", "nanoflow-tarflow"])
+def test_the_replayed_inverse_equals_the_kv_cached_one(name: str, device: str) -> None:
+    """``replayed_positions``: the position a tensor, attention over the whole cache under a
+    mask (on CUDA, one graph replayed per position) gives the KV-cached inverse's images and
+    log-determinants, with guidance and its ramp too."""
+    model = _tiny(name).to(device)
+    z = 0.5 * torch.randn(2, 3, 8, 8, dtype=torch.float64, device=device)
+    labels = torch.tensor([1, 2], device=device) if model.num_classes else None
+    contexts = [labels, _guided(labels, 2.0, annealed=True), _guided(None, 1.0, attn_temp=0.5)]
+    for context in contexts:
+        cached, cached_logdet = model.flow.transform.inverse(z, context)
+        with replayed_positions(model) as replaying:
+            replayed, replayed_logdet = replaying.flow.transform.inverse(z, context)
+        torch.testing.assert_close(replayed, cached, atol=1e-9, rtol=1e-9)
+        torch.testing.assert_close(replayed_logdet, cached_logdet, atol=1e-9, rtol=1e-9)
+    layers = [m for m in model.modules() if isinstance(m, AffineAutoregressive)]
+    assert layers and not any(layer.replay for layer in layers)  # restored
 
 
 def _guided(labels: torch.Tensor, weight: float, **options: object) -> Guidance:

@@ -19,6 +19,8 @@ published ways, both wrappers here:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -33,6 +35,7 @@ __all__ = [
     "RecomputeCache",
     "ShiftedInput",
     "ShiftedOutput",
+    "replayed_positions",
 ]
 
 
@@ -56,6 +59,8 @@ class CausalNet(nn.Module):
     """
 
     dim: int = 2
+    position_tensor = False  # whether ``step`` also takes ``i`` as a 0-dim tensor, every
+    # shape independent of it (then ``AffineAutoregressive.replay`` can use a CUDA graph)
 
     def init_cache(self, x: Tensor, context: Context, step: Any = None) -> Any:
         """A cache for generating a tensor shaped like ``x`` with this ``context``."""
@@ -90,6 +95,10 @@ class _Shifted(nn.Module):
     def dim(self) -> int:
         return self.net.dim
 
+    @property
+    def position_tensor(self) -> bool:
+        return getattr(self.net, "position_tensor", False)
+
     def scan_init(self, cache: Any) -> tuple[list[Tensor], list[Tensor]] | None:
         return self.net.scan_init(cache)
 
@@ -117,7 +126,7 @@ class ShiftedInput(_Shifted):
     def init_cache(self, x: Tensor, context: Context) -> Any:
         return self.net.init_cache(x, context)
 
-    def step(self, cache: Any, x_prev: Tensor | None, i: int, like: Tensor) -> Tensor:
+    def step(self, cache: Any, x_prev: Tensor | None, i: int | Tensor, like: Tensor) -> Tensor:
         """Output for position ``i`` from ``x_{i-1}`` (``None`` at ``i = 0``, shaped ``like``)."""
         x_in = torch.zeros_like(like) if x_prev is None else x_prev
         return self.net.step(cache, x_in, i)
@@ -156,7 +165,9 @@ class ShiftedOutput(_Shifted):
             x.narrow(self.dim, 0, length - 1), self._tail_context(context, length)
         )
 
-    def step(self, cache: Any, x_prev: Tensor | None, i: int, like: Tensor) -> Tensor | None:
+    def step(
+        self, cache: Any, x_prev: Tensor | None, i: int | Tensor, like: Tensor
+    ) -> Tensor | None:
         """Output for position ``i``; ``None`` at ``i = 0`` (zero parameters)."""
         if x_prev is None:
             return None
@@ -190,12 +201,15 @@ class AffineAutoregressive(Bijection):
         return x * torch.exp(log_scale) + shift, sum_except_batch(log_scale)
 
     scan = False  # run the inverse as one scan where the conditioner allows (export sets it)
+    replay = False  # positions 2 .. L-1 replayed from one CUDA graph (``replayed_positions``)
 
     def inverse(self, z: Tensor, context: Context = None) -> tuple[Tensor, Tensor]:
         cache = self.conditioner.init_cache(z, context)
         plan = self.conditioner.scan_init(cache) if self.scan else None
         if plan is not None:
             return self._inverse_scan(z, cache, *plan)
+        if self.replay and self.conditioner.position_tensor and z.shape[self.dim] > 2:
+            return self._inverse_replayed(z, cache)
         rows: list[Tensor] = []
         logdet = z.new_zeros(z.shape[0])
         x_prev = None
@@ -211,6 +225,57 @@ class AffineAutoregressive(Bijection):
             rows.append(x_i)
             x_prev = x_i
         return torch.cat(rows, self.dim), logdet
+
+    def _inverse_replayed(self, z: Tensor, cache: Any) -> tuple[Tensor, Tensor]:
+        """``inverse``'s loop with the position a 0-dim tensor that the step itself advances,
+        so that one position's work has the same shapes and kernels at every position. On a
+        CUDA device, position 1 runs eagerly (it also warms up the kernels), its work is
+        captured once as a CUDA graph, and the graph is replayed for positions 2 .. L-1: one
+        launch per position instead of one per kernel. Elsewhere every position runs eagerly
+        (the same arithmetic, which the tests compare with the plain loop)."""
+        d = self.dim
+        x = torch.empty_like(z)
+        x.narrow(d, 0, 1).copy_(z.narrow(d, 0, 1))
+        logdet = z.new_zeros(z.shape[0])
+        h = self.conditioner.step(cache, None, 0, z.narrow(d, 0, 1))
+        if h is not None:  # position 0 has parameters of its own
+            log_scale, shift = self.param(h, self.param_dim)
+            x.narrow(d, 0, 1).sub_(shift).mul_(torch.exp(-log_scale))
+            logdet.sub_(sum_except_batch(log_scale))
+        i = torch.ones((), dtype=torch.long, device=z.device)
+        x_prev = x.narrow(d, 0, 1).clone()
+
+        def position() -> None:  # position i, then i + 1
+            z_i = z.index_select(d, i.view(1))
+            log_scale, shift = self.param(
+                self.conditioner.step(cache, x_prev, i, z_i), self.param_dim
+            )
+            x_i = (z_i - shift) * torch.exp(-log_scale)
+            x.index_copy_(d, i.view(1), x_i)
+            logdet.sub_(sum_except_batch(log_scale))
+            x_prev.copy_(x_i)
+            i.add_(1)
+
+        length = z.shape[d]
+        if z.device.type != "cuda":
+            for _ in range(1, length):
+                position()
+            return x, logdet
+        side = torch.cuda.Stream(z.device)
+        side.wait_stream(torch.cuda.current_stream(z.device))
+        with torch.cuda.stream(side):
+            position()  # position 1, eagerly: library handles and allocator pools
+        torch.cuda.current_stream(z.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        dtype = torch.get_autocast_dtype("cuda")
+        enabled = torch.is_autocast_enabled("cuda")
+        # Autocast's cache of cast weights must not outlive the capture.
+        with torch.autocast("cuda", dtype, enabled=enabled, cache_enabled=False):
+            with torch.cuda.graph(graph):
+                position()
+        for _ in range(2, length):
+            graph.replay()
+        return x, logdet
 
     def _inverse_scan(
         self, z: Tensor, cache: Any, state: list[Tensor], inputs: list[Tensor]
@@ -282,3 +347,20 @@ class AffineAutoregressive(Bijection):
             counts.append(iterations)
         log_scale, _ = self.param(self.conditioner(x, context), self.param_dim)
         return x, -sum_except_batch(log_scale), counts
+
+
+@contextmanager
+def replayed_positions(module: nn.Module) -> Iterator[nn.Module]:
+    """Within the block, every ``AffineAutoregressive`` of ``module`` whose conditioner steps
+    with a position tensor inverts as ``_inverse_replayed`` does: on a CUDA device, from one
+    CUDA graph per layer and call, replayed at each position (TarFlow's KV-cache sampling,
+    whose many small kernels are otherwise bound by their launches)."""
+    layers = [m for m in module.modules() if isinstance(m, AffineAutoregressive)]
+    before = [layer.replay for layer in layers]
+    for layer in layers:
+        layer.replay = True
+    try:
+        yield module
+    finally:
+        for layer, replay in zip(layers, before, strict=True):
+            layer.replay = replay

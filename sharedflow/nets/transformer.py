@@ -63,9 +63,9 @@ class Guidance:
         positions) of ``n_tokens``; annealed, ``w_i = w (i + 1) / (T - 1)``."""
         weight: Tensor | float = self.weight
         if self.annealed:  # TarFlow: the output for token i + 1 gets (i + 1) / (T - 1)
+            if isinstance(index, Tensor):  # positions, in the outputs' precision
+                index = index.to(conditional.dtype)
             weight = weight * (index + 1) / max(1, n_tokens - 1)
-            if isinstance(weight, Tensor):
-                weight = weight.to(conditional.dtype)
         return conditional + weight * (conditional - unconditional)
 
 
@@ -100,20 +100,27 @@ class Attention(nn.Module):
         scale = HEAD_DIM**-0.5 / attn_temp
         return self._merge(F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale))
 
-    def step(self, x: Tensor, cache: tuple[Tensor, Tensor], i: int, attn_temp: Tensor | float
-             ) -> Tensor:  # fmt: skip
+    def step(self, x: Tensor, cache: tuple[Tensor, Tensor], i: int | Tensor,
+             attn_temp: Tensor | float) -> Tensor:  # fmt: skip
         """One token ``(B, 1, C)`` at position ``i``, keys and values written into the cache;
-        ``attn_temp`` a float, or one per row ``(B, 1, 1, 1)``."""
+        ``attn_temp`` a float, or one per row ``(B, 1, 1, 1)``. An int ``i`` attends to the
+        cache's first ``i + 1`` positions; a 0-dim tensor ``i`` attends to all ``T`` of them,
+        those after ``i`` masked out, so that no shape depends on ``i`` (a CUDA graph replays
+        the step at every position)."""
         q, k, v = self._split(x)
         keys, values = cache
-        keys[:, :, i : i + 1] = k
-        values[:, :, i : i + 1] = v
+        if isinstance(i, Tensor):
+            keys.index_copy_(2, i.view(1), k.to(keys.dtype))
+            values.index_copy_(2, i.view(1), v.to(values.dtype))
+            mask: Tensor | None = (torch.arange(keys.shape[2], device=keys.device) <= i)[None]
+        else:
+            keys[:, :, i : i + 1] = k
+            values[:, :, i : i + 1] = v
+            keys, values, mask = keys[:, :, : i + 1], values[:, :, : i + 1], None
         if isinstance(attn_temp, Tensor):  # rows of their own temperatures: scale the queries
             q, attn_temp = q / attn_temp, 1.0
         scale = HEAD_DIM**-0.5 / attn_temp
-        out = F.scaled_dot_product_attention(
-            q, keys[:, :, : i + 1], values[:, :, : i + 1], scale=scale
-        )
+        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=scale)
         return self._merge(out)
 
 
@@ -133,8 +140,8 @@ class Layer(nn.Module):
         x = x + self.attn(self.norm1(x), attn_temp)
         return x + self.mlp(self.norm2(x))
 
-    def step(self, x: Tensor, cache: tuple[Tensor, Tensor], i: int, attn_temp: Tensor | float
-             ) -> Tensor:  # fmt: skip
+    def step(self, x: Tensor, cache: tuple[Tensor, Tensor], i: int | Tensor,
+             attn_temp: Tensor | float) -> Tensor:  # fmt: skip
         x = x + self.attn.step(self.norm1(x), cache, i, attn_temp)
         return x + self.mlp(self.norm2(x))
 
@@ -236,11 +243,18 @@ class CausalTransformer(CausalNet):
             return like.new_zeros(batch, 1, self.channels)
         return class_rows(self.class_embed, labels, batch).to(like.dtype)
 
-    def _embed(self, x: Tensor, class_term: Tensor, step: StepInput | None, start: int) -> Tensor:
-        """Tokens ``start ..`` into the residual stream: ``proj_in(x) + pos + class [+ e_k]``."""
+    def _embed(
+        self, x: Tensor, class_term: Tensor, step: StepInput | None, start: int | Tensor
+    ) -> Tensor:
+        """Tokens ``start ..`` into the residual stream: ``proj_in(x) + pos + class [+ e_k]``
+        (one token where ``start`` is a 0-dim tensor)."""
         h = x if self.proj_in is None else self.proj_in(x)
         pos = self.pos_embed if step is None else step.params.pos_embed
-        h = h + pos[start : start + x.shape[1]] + class_term
+        if isinstance(start, Tensor):
+            pos = pos.index_select(0, start.view(1))
+        else:
+            pos = pos[start : start + x.shape[1]]
+        h = h + pos + class_term
         return h if step is None else h + step.bias
 
     def forward(self, x: Tensor, context: Context = None, step: StepInput | None = None) -> Tensor:
@@ -284,7 +298,9 @@ class CausalTransformer(CausalNet):
         context = torch.cat(contexts)
         return KVCache(layers, context, attn_temp, len(contexts), guidance, t, step)
 
-    def step(self, cache: KVCache, x_i: Tensor, i: int) -> Tensor:
+    position_tensor = True  # ``step`` takes ``i`` as a 0-dim tensor too (Attention.step)
+
+    def step(self, cache: KVCache, x_i: Tensor, i: int | Tensor) -> Tensor:
         x = x_i if cache.n_branches == 1 else x_i.repeat(cache.n_branches, 1, 1)
         h = self._embed(x, cache.context, cache.step, i)
         for layer, kv in zip(self.layers, cache.layers, strict=True):
