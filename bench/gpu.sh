@@ -1,17 +1,24 @@
 #!/usr/bin/env bash
-# The GPU checks, on one CUDA GPU, in under 10 minutes: the CUDA tests, vocoder synthesis in kHz
-# (WaveFlow h16-r64, NanoFlow h16-r128-emb512, WaveGlow) in fp32, bf16 and fp16 replayed from a
-# CUDA graph, vocoder training throughput under bf16 autocast, and TarFlow at the ImageNet-64
-# recipe's width (training and KV-cache sampling, images/s). Writes every table to $OUT (or
-# bench-gpu/) and prints it.
+# The GPU checks, on one CUDA GPU, in under 10 minutes: the CUDA tests; the command line on CUDA
+# (a tiny recipe trained under bf16 autocast, resumed, trained again under torchrun's DDP, then
+# synthesis and evaluation at --dtype auto); TarFlow small and Glow, with TarFlow's KV-cache
+# sampling replayed from CUDA graphs, then eagerly; TarFlow at the ImageNet-64 recipe's width
+# (training, and KV-cache sampling from CUDA graphs, images/s; eager sampling took over 115 s
+# for one batch of 16 on an H200, so it is not timed here); vocoder synthesis in kHz (WaveFlow
+# h16-r64, NanoFlow h16-r128-emb512, WaveGlow) in fp32, bf16 and fp16 replayed from a CUDA
+# graph, and eagerly in fp32 and bf16; vocoder training throughput under bf16 autocast.
+# Each step has its own time limit and a failed step does not stop the others: the script lists
+# the failures at the end and exits non-zero if there were any. Writes the log of every step to
+# $OUT/log.txt (or bench-gpu/log.txt) and prints it.
 #
 #   bash bench/gpu.sh
 #
 # Where torch is installed but sharedflow's other dependencies are not (a bare GPU image with no
 # network), put their wheels in .whl/ first (pip download --no-deps hydra-core omegaconf
-# antlr4-python3-runtime librosa soundfile soxr audioread pooch ...); they are installed into
-# /tmp/site, and sharedflow is used from this checkout.
-set -euo pipefail
+# antlr4-python3-runtime librosa soundfile cffi pycparser soxr audioread pooch platformdirs
+# decorator pystoi); they are installed into /tmp/site, and sharedflow is used from this
+# checkout.
+set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-bench-gpu}"
 mkdir -p "$out"
@@ -20,18 +27,65 @@ if [ -d .whl ]; then
     export PYTHONPATH="/tmp/site:${PYTHONPATH:-}"
 fi
 export PYTHONPATH="$PWD:${PYTHONPATH:-}" PYTHONUNBUFFERED=1
-python3 -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; \
-print(torch.cuda.get_device_name(), 'torch', torch.__version__, 'CUDA', torch.version.cuda)" \
-    | tee "$out/gpu.txt"
+sf() { python3 -m sharedflow.cli "$@"; }
+failed=()
 
-timeout 150 python3 -m pytest -q -x -n 0 -k cuda tests 2>&1 | tail -5 | tee "$out/cuda-tests.txt"
+# step NAME SECONDS COMMAND...: run one check under a time limit, append its output to
+# $out/log.txt.
+step() {
+    local name=$1 limit=$2
+    shift 2
+    local start=$SECONDS
+    echo "== $name" | tee -a "$out/log.txt"
+    timeout "$limit" "$@" 2>&1 | tee -a "$out/log.txt"
+    local rc=${PIPESTATUS[0]}
+    echo "-- $name: rc $rc in $((SECONDS - start)) s" | tee -a "$out/log.txt"
+    [ "$rc" = 0 ] || failed+=("$name (rc $rc)")
+}
 
+cli() {
+    local run=/tmp/sharedflow-gpu/run
+    rm -rf /tmp/sharedflow-gpu
+    set -e
+    sf train audio/waveflow-tiny trainer.device=cuda trainer.precision=bf16 \
+        trainer.max_steps=40 trainer.ckpt_every=20 trainer.progress=false run_dir=$run
+    sf train audio/waveflow-tiny trainer.device=cuda trainer.precision=bf16 \
+        trainer.max_steps=60 trainer.ckpt_every=20 trainer.progress=false run_dir=$run
+    python3 -m torch.distributed.run --standalone --nproc_per_node 1 -m sharedflow.cli train \
+        audio/waveflow-tiny trainer.device=cuda trainer.max_steps=20 trainer.progress=false \
+        run_dir=/tmp/sharedflow-gpu/ddp
+    sf synthesize $run "$run"/samples/*.wav --device cuda --out /tmp/sharedflow-gpu/syn
+    sf evaluate $run --device cuda --max-items 2
+    sf train image/tarflow-tiny trainer.device=cuda trainer.precision=bf16 \
+        trainer.max_steps=20 trainer.progress=false run_dir=/tmp/sharedflow-gpu/tarflow
+    sf sample /tmp/sharedflow-gpu/tarflow --device cuda --n 8 --out "$out/tarflow-tiny-cuda.png"
+}
+
+step gpu 60 bash -c "nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; \
+    python3 -c \"import torch; assert torch.cuda.is_available(), 'no CUDA device'; \
+print(torch.cuda.get_device_name(), 'torch', torch.__version__, 'CUDA', torch.version.cuda)\""
+step cuda-tests 120 python3 -m pytest -q -x -p no:cacheprovider -n 0 -k cuda tests
+export -f sf cli
+export out
+step cli 120 bash -c cli
+
+step image-small-graph 90 python3 bench/image.py --device cuda --graph --repeats 5
+step tarflow-imagenet64-bf16-graph 150 python3 bench/image.py --device cuda --graph \
+    --preset imagenet64 --precision bf16 --batch 16 --repeats 2
 models="waveflow-h16-r64 nanoflow-h16-r128-emb512 waveglow"
-for dtype in fp32 bf16 fp16; do
-    timeout 100 python3 bench/audio.py --device cuda --what synth --graph --dtype "$dtype" \
-        --repeats 5 --models $models | tee "$out/synth-$dtype.md"
+for dtype in fp32 bf16; do
+    step "synth-$dtype-graph" 90 python3 bench/audio.py --device cuda --what synth --graph \
+        --dtype "$dtype" --repeats 5 --models $models
 done
-timeout 120 python3 bench/audio.py --device cuda --what train --precision bf16 --batch 8 \
-    --repeats 5 --models $models | tee "$out/train-bf16.md"
-timeout 150 python3 bench/image.py --device cuda --preset imagenet64 --precision bf16 \
-    --batch 16 --repeats 2 | tee "$out/tarflow-imagenet64-bf16.md"
+step train-bf16 90 python3 bench/audio.py --device cuda --what train --precision bf16 \
+    --batch 8 --repeats 5 --models $models
+step synth-fp16-graph 90 python3 bench/audio.py --device cuda --what synth --graph \
+    --dtype fp16 --repeats 5 --models $models
+for dtype in fp32 bf16; do
+    step "synth-$dtype-eager" 60 python3 bench/audio.py --device cuda --what synth \
+        --dtype "$dtype" --repeats 3 --models waveflow-h16-r64 waveglow
+done
+step image-small-eager 60 python3 bench/image.py --device cuda --repeats 5
+
+echo "== failed: ${failed[*]:-none}" | tee -a "$out/log.txt"
+[ ${#failed[@]} = 0 ]

@@ -9,11 +9,16 @@ LU, learned top. Median (min) in ms over --repeats runs after two warm-ups (READ
     python bench/image.py --device cuda
     python bench/image.py --device cuda --preset imagenet64 --precision bf16 --batch 16
     python bench/image.py --round-robin   # the side-by-side harness's order of runs
+    python bench/image.py --device cuda --graph   # sampling from CUDA graphs
 
 Consecutive runs of one case (the default) time it with a warm cache and allocator; the
 harness (``shared/reference/bench/ref_bench_image.py``) times its cases in rounds, so each run
 follows different work. The KV-cache samplers, made of many small kernels, are ~1.4x slower
 that way; ``--round-robin`` reproduces the harness's figures.
+
+``--graph``: TarFlow's KV-cache sampling replays each position from a CUDA graph
+(``sharedflow.layers.autoregressive.replayed_positions``; on a CPU the same tensor-position
+steps run eagerly).
 
 ``--preset imagenet64``: TarFlow at the ImageNet-64 recipe's width (patch 2, 768 channels,
 8 blocks x 8 layers, 460M parameters), training fwd+bwd and KV-cache sampling only, reported
@@ -35,6 +40,7 @@ from collections.abc import Callable
 import torch
 from common import count_flops, describe, gemm_rate, sync
 
+from sharedflow.layers.autoregressive import AffineAutoregressive
 from sharedflow.models import glow, tarflow
 from sharedflow.models.image import Jacobi
 from sharedflow.precision import autocast
@@ -162,6 +168,9 @@ def main() -> None:
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     parser.add_argument("--batch", type=int, default=8, help="imagenet64 preset: the batch")
     parser.add_argument(
+        "--graph", action="store_true", help="TarFlow sampling replayed from CUDA graphs"
+    )
+    parser.add_argument(
         "--round-robin",
         action="store_true",
         help="time each group's cases in rounds, as the side-by-side harness does",
@@ -169,10 +178,14 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    AffineAutoregressive.replay = args.graph  # every model here, as replayed_positions does
     batch = args.batch if args.preset == "imagenet64" else 8
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.precision]
     shape = (batch * 1024, 768, 3072) if args.preset == "imagenet64" else (8 * 64, 256, 1024)
-    print(f"{describe(device)}; torch {torch.__version__}; {args.precision}")
+    graph = ""
+    if args.graph:  # on a CPU the same tensor-position steps run eagerly
+        graph = "; sampling replayed from CUDA graphs" if device.type == "cuda" else "; replay"
+    print(f"{describe(device)}; torch {torch.__version__}; {args.precision}{graph}")
     print(f"| case ({args.device}, batch {batch}) | median ms (min) | images/s | GFLOP "
           "| probe GFLOP/s | achieved / probe |")  # fmt: skip
     print("|---|---|---|---|---|---|")
