@@ -23,7 +23,9 @@ enters through a linear map added to every token (foldable to a per-block bias);
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +34,7 @@ from torch import Tensor, nn
 from sharedflow.core.bijection import Context
 from sharedflow.layers.autoregressive import CausalNet
 from sharedflow.nets.common import class_rows
+from sharedflow.nets.packed import PackedLinear, packable, packed_for
 from sharedflow.sharing import StepInput
 
 __all__ = ["CausalTransformer", "Guidance", "zero_output"]
@@ -69,6 +72,19 @@ class Guidance:
         return conditional + weight * (conditional - unconditional)
 
 
+Map = Callable[[Tensor], Tensor]
+
+
+class StepMaps(NamedTuple):
+    """A layer's products in a token step: ``qkv``, the attention's output ``proj``,
+    ``mlp_in`` (the MLP's first linear map and its GELU) and ``mlp_out``."""
+
+    qkv: Map
+    proj: Map
+    mlp_in: Map
+    mlp_out: Map
+
+
 class LayerNorm32(nn.LayerNorm):
     """LayerNorm of half-precision inputs computed in float32 and cast back (as TarFlow)."""
 
@@ -86,14 +102,14 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(channels, 3 * channels)  # rows [q | k | v], heads contiguous
         self.proj = nn.Linear(channels, channels)
 
-    def _split(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def _split(self, x: Tensor, qkv: Map | None = None) -> tuple[Tensor, Tensor, Tensor]:
         b, t, c = x.shape
-        qkv = self.qkv(x).reshape(b, t, 3, self.heads, HEAD_DIM).permute(2, 0, 3, 1, 4)
-        return qkv[0], qkv[1], qkv[2]  # (B, heads, T, 64) each
+        h = (qkv or self.qkv)(x).reshape(b, t, 3, self.heads, HEAD_DIM).permute(2, 0, 3, 1, 4)
+        return h[0], h[1], h[2]  # (B, heads, T, 64) each
 
-    def _merge(self, out: Tensor) -> Tensor:
+    def _merge(self, out: Tensor, proj: Map | None = None) -> Tensor:
         b, _, t, _ = out.shape
-        return self.proj(out.transpose(1, 2).reshape(b, t, self.heads * HEAD_DIM))
+        return (proj or self.proj)(out.transpose(1, 2).reshape(b, t, self.heads * HEAD_DIM))
 
     def forward(self, x: Tensor, attn_temp: float = 1.0) -> Tensor:
         q, k, v = self._split(x)
@@ -101,13 +117,13 @@ class Attention(nn.Module):
         return self._merge(F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale))
 
     def step(self, x: Tensor, cache: tuple[Tensor, Tensor], i: int | Tensor,
-             attn_temp: Tensor | float) -> Tensor:  # fmt: skip
+             attn_temp: Tensor | float, maps: StepMaps) -> Tensor:  # fmt: skip
         """One token ``(B, 1, C)`` at position ``i``, keys and values written into the cache;
         ``attn_temp`` a float, or one per row ``(B, 1, 1, 1)``. An int ``i`` attends to the
         cache's first ``i + 1`` positions; a 0-dim tensor ``i`` attends to all ``T`` of them,
         those after ``i`` masked out, so that no shape depends on ``i`` (a CUDA graph replays
-        the step at every position)."""
-        q, k, v = self._split(x)
+        the step at every position). ``maps``: the layer's products for the step."""
+        q, k, v = self._split(x, maps.qkv)
         keys, values = cache
         if isinstance(i, Tensor):
             keys.index_copy_(2, i.view(1), k.to(keys.dtype))
@@ -121,7 +137,7 @@ class Attention(nn.Module):
             q, attn_temp = q / attn_temp, 1.0
         scale = HEAD_DIM**-0.5 / attn_temp
         out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=scale)
-        return self._merge(out)
+        return self._merge(out, maps.proj)
 
 
 class Layer(nn.Module):
@@ -141,9 +157,26 @@ class Layer(nn.Module):
         return x + self.mlp(self.norm2(x))
 
     def step(self, x: Tensor, cache: tuple[Tensor, Tensor], i: int | Tensor,
-             attn_temp: Tensor | float) -> Tensor:  # fmt: skip
-        x = x + self.attn.step(self.norm1(x), cache, i, attn_temp)
-        return x + self.mlp(self.norm2(x))
+             attn_temp: Tensor | float, maps: StepMaps) -> Tensor:  # fmt: skip
+        x = x + self.attn.step(self.norm1(x), cache, i, attn_temp, maps)
+        return x + maps.mlp_out(maps.mlp_in(self.norm2(x)))
+
+    def step_maps(self, rows: int, packed: bool) -> StepMaps:
+        """The four products of a token step: the modules themselves, or (``packed``) their
+        weights packed for oneDNN (``nets.packed``), for ``rows`` rows at a time."""
+        fc1, gelu, fc2 = self.mlp
+        if not packed:
+            return StepMaps(self.attn.qkv, self.attn.proj, nn.Sequential(fc1, gelu), fc2)
+        return packed_for(
+            self,
+            rows,
+            lambda: StepMaps(
+                PackedLinear(self.attn.qkv, rows),
+                PackedLinear(self.attn.proj, rows),
+                PackedLinear(fc1, rows, gelu=True),
+                PackedLinear(fc2, rows),
+            ),
+        )
 
 
 def _position_embedding(n_tokens: int, channels: int) -> nn.Parameter:
@@ -165,6 +198,7 @@ class KVCache:
     pass of the layers serves both."""
 
     layers: list[tuple[Tensor, Tensor]]
+    maps: list[StepMaps]  # each layer's products, packed for oneDNN where ``packable``
     context: Tensor  # (nB, 1, C): each row's class term, added to every token
     attn_temp: Tensor | float  # one for every row, or (nB, 1, 1, 1)
     n_branches: int
@@ -295,16 +329,18 @@ class CausalTransformer(CausalNet):
             attn_temp = attn_temp.repeat_interleave(b).view(rows, 1, 1, 1)
         shape = (rows, self.channels // HEAD_DIM, t, HEAD_DIM)
         layers = [(x.new_zeros(shape), x.new_zeros(shape)) for _ in self.layers]
+        packed = packable(x) and self.layers[0].attn.qkv.weight.dtype == torch.float32
+        maps = [layer.step_maps(rows, packed) for layer in self.layers]
         context = torch.cat(contexts)
-        return KVCache(layers, context, attn_temp, len(contexts), guidance, t, step)
+        return KVCache(layers, maps, context, attn_temp, len(contexts), guidance, t, step)
 
     position_tensor = True  # ``step`` takes ``i`` as a 0-dim tensor too (Attention.step)
 
     def step(self, cache: KVCache, x_i: Tensor, i: int | Tensor) -> Tensor:
         x = x_i if cache.n_branches == 1 else x_i.repeat(cache.n_branches, 1, 1)
         h = self._embed(x, cache.context, cache.step, i)
-        for layer, kv in zip(self.layers, cache.layers, strict=True):
-            h = layer.step(h, kv, i, cache.attn_temp)
+        for layer, kv, maps in zip(self.layers, cache.layers, cache.maps, strict=True):
+            h = layer.step(h, kv, i, cache.attn_temp, maps)
         h = h if self.proj_out is None else self.proj_out(h)
         if cache.n_branches == 1:
             return h
