@@ -104,12 +104,14 @@ class Attention(nn.Module):
 
     def _split(self, x: Tensor, qkv: Map | None = None) -> tuple[Tensor, Tensor, Tensor]:
         b, t, c = x.shape
-        h = (qkv or self.qkv)(x).reshape(b, t, 3, self.heads, HEAD_DIM).permute(2, 0, 3, 1, 4)
+        qkv = self.qkv if qkv is None else qkv
+        h = qkv(x).reshape(b, t, 3, self.heads, HEAD_DIM).permute(2, 0, 3, 1, 4)
         return h[0], h[1], h[2]  # (B, heads, T, 64) each
 
     def _merge(self, out: Tensor, proj: Map | None = None) -> Tensor:
         b, _, t, _ = out.shape
-        return (proj or self.proj)(out.transpose(1, 2).reshape(b, t, self.heads * HEAD_DIM))
+        proj = self.proj if proj is None else proj
+        return proj(out.transpose(1, 2).reshape(b, t, self.heads * HEAD_DIM))
 
     def forward(self, x: Tensor, attn_temp: float = 1.0) -> Tensor:
         q, k, v = self._split(x)
@@ -223,6 +225,7 @@ class CausalTransformer(CausalNet):
     """
 
     dim = 1
+    position_tensor = True  # ``step`` takes ``i`` as a 0-dim tensor too (Attention.step)
 
     def __init__(
         self,
@@ -329,12 +332,10 @@ class CausalTransformer(CausalNet):
             attn_temp = attn_temp.repeat_interleave(b).view(rows, 1, 1, 1)
         shape = (rows, self.channels // HEAD_DIM, t, HEAD_DIM)
         layers = [(x.new_zeros(shape), x.new_zeros(shape)) for _ in self.layers]
-        packed = packable(x) and self.layers[0].attn.qkv.weight.dtype == torch.float32
+        packed = packable(x) and all(p.dtype == torch.float32 for p in self.layers.parameters())
         maps = [layer.step_maps(rows, packed) for layer in self.layers]
         context = torch.cat(contexts)
         return KVCache(layers, maps, context, attn_temp, len(contexts), guidance, t, step)
-
-    position_tensor = True  # ``step`` takes ``i`` as a 0-dim tensor too (Attention.step)
 
     def step(self, cache: KVCache, x_i: Tensor, i: int | Tensor) -> Tensor:
         x = x_i if cache.n_branches == 1 else x_i.repeat(cache.n_branches, 1, 1)
