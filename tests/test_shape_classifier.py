@@ -21,6 +21,7 @@ from sharedflow.data.shape_classifier import (
     shape_classifier,
 )
 from sharedflow.models import glow, tarflow
+from sharedflow.threads import intra_op_threads
 
 
 @pytest.fixture(scope="module")
@@ -95,15 +96,11 @@ def test_the_classifier_is_trained_once_and_cached(judge: ShapeClassifier) -> No
 def test_the_classifier_does_not_depend_on_the_thread_count(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    threads = torch.get_num_threads()
     trained = []
     for n in (1, 2):
         monkeypatch.setenv("SHAREDFLOW_CACHE", str(tmp_path / str(n)))
-        torch.set_num_threads(n)
-        try:
+        with intra_op_threads(n):
             trained.append(shape_classifier(16, steps=40))
-        finally:
-            torch.set_num_threads(threads)
     for a, b in zip(*(judge.parameters() for judge in trained), strict=True):
         assert torch.equal(a, b)
 
