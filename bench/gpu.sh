@@ -3,10 +3,11 @@
 # (a tiny recipe trained under bf16 autocast, resumed, trained again under torchrun's DDP, then
 # synthesis and evaluation at --dtype auto); TarFlow small and Glow, with TarFlow's KV-cache
 # sampling replayed from CUDA graphs, then eagerly; TarFlow at the ImageNet-64 recipe's width
-# (training, and KV-cache sampling from CUDA graphs, images/s; eager sampling took over 115 s
-# for one batch of 16 on an H200, so it is not timed here); vocoder synthesis in kHz (WaveFlow
-# h16-r64, NanoFlow h16-r128-emb512, WaveGlow) in fp32, bf16 and fp16 replayed from a CUDA
-# graph, and eagerly in fp32 and bf16; vocoder training throughput under bf16 autocast.
+# (training, and KV-cache sampling in images/s from CUDA graphs and, last, eagerly, timed on one
+# of the eight blocks: a whole eager batch of 16 took over 115 s on an H200); vocoder synthesis
+# in kHz (WaveFlow h16-r64, NanoFlow h16-r128-emb512, WaveGlow) in fp32, bf16 and fp16 replayed
+# from a CUDA graph, and eagerly in fp32 and bf16; vocoder training throughput under bf16
+# autocast.
 # Each step has its own time limit and a failed step does not stop the others: the script lists
 # the failures at the end and exits non-zero if there were any. Writes the log of every step to
 # $OUT/log.txt (or bench-gpu/log.txt) and prints it.
@@ -86,6 +87,8 @@ for dtype in fp32 bf16; do
         --dtype "$dtype" --repeats 3 --models waveflow-h16-r64 waveglow
 done
 step image-small-eager 60 python3 bench/image.py --device cuda --repeats 5
+step tarflow-imagenet64-bf16-eager 90 python3 bench/image.py --device cuda --preset imagenet64 \
+    --precision bf16 --batch 16 --repeats 1
 
 echo "== failed: ${failed[*]:-none}" | tee -a "$out/log.txt"
 [ ${#failed[@]} = 0 ]
