@@ -2,15 +2,15 @@
 
 Train step: zero_grad, log-likelihood of audio (1, 16000) in [-1, 1] given mel (1, 80, 63),
 backward (no optimiser step), training form with weight norm. Synthesis: deploy form, no_grad,
-mel (1, 80, 87) -> 22,272 samples (about 1 s), temperature 0.6 for WaveGlow and 1.0 otherwise.
-Median and min over --repeats runs after one warm-up; each model runs in its own process so
-that peak memory (max RSS) is its own. Prints a Markdown table. "probe" is the rate of a fixed
-GEMM of WaveFlow's row-conv shape in the same dtype, measured around each run: shared VMs drift
-by up to ~2x, and figures compare only at similar probe rates. "GFLOP" is one step's (or one
-synthesis') matrix-product and convolution work as torch's FLOP counter counts it, and "achieved
-/ probe" that work per second of the median time as a fraction of the probe rate: how near the
-machine's own GEMM speed the model runs (on a CPU; on a GPU that small probe is bound by its
-launch, so the column reads n/a).
+mel (1, 80, 87) -> 22,272 samples (about 1 s; ``--frames`` sets the length), temperature 0.6 for
+WaveGlow and 1.0 otherwise. Median and min over --repeats runs after one warm-up; each model
+runs in its own process so that peak memory (max RSS) is its own. Prints a Markdown table.
+"probe" is the rate of a fixed GEMM of WaveFlow's row-conv shape in the same dtype, measured
+around each run: shared VMs drift by up to ~2x, and figures compare only at similar probe rates.
+"GFLOP" is one step's (or one synthesis') matrix-product and convolution work as torch's FLOP
+counter counts it, and "achieved / probe" that work per second of the median time as a fraction
+of the probe rate: how near the machine's own GEMM speed the model runs (on a CPU; on a GPU that
+small probe is bound by its launch, so the column reads n/a).
 
     python bench/audio.py                       # all models, CPU, 2 threads
     python bench/audio.py --device cuda --dtype bf16 --what synth --graph   # CUDA graph replay
@@ -43,7 +43,7 @@ MODELS = {
         {"height": 16, "channels": 128, "sharing": "nanoflow", "embedding_dim": 512},
     ),
 }
-SYNTH_FRAMES, TRAIN_SAMPLES = 87, 16000
+TRAIN_SAMPLES = 16000
 
 
 def _time(fn, repeats: int, device: torch.device) -> list[float]:  # noqa: ANN001
@@ -73,6 +73,7 @@ def run_one(
     graph: bool = False,
     precision: str = "fp32",
     batch: int = 1,
+    frames: int = 87,
 ) -> dict:
     import importlib
 
@@ -104,16 +105,16 @@ def run_one(
         n_samples = batch * TRAIN_SAMPLES
     else:
         model = deploy(model).to(dev).to(cast)
-        mel = (torch.randn(1, 80, SYNTH_FRAMES) - 5).to(dev, cast)
+        mel = (torch.randn(1, 80, frames) - 5).to(dev, cast)
         temperature = 0.6 if name == "waveglow" else 1.0
         if graph:
-            decode = GraphedDecode(model, 1, SYNTH_FRAMES)
-            z = torch.randn(1, 256 * SYNTH_FRAMES, device=dev, dtype=cast)
+            decode = GraphedDecode(model, 1, frames)
+            z = torch.randn(1, 256 * frames, device=dev, dtype=cast)
             times = _time(lambda: decode(mel, temperature * z), repeats, dev)
         else:
             times = _time(lambda: model.synthesize(mel, temperature), repeats, dev)
         flops = count_flops(lambda: model.synthesize(mel, temperature))
-        n_samples = 256 * SYNTH_FRAMES
+        n_samples = 256 * frames
     peak = (
         torch.cuda.max_memory_allocated() / 2**20
         if dev.type == "cuda"
@@ -149,6 +150,7 @@ def main() -> None:
     parser.add_argument("--graph", action="store_true", help="synthesis from a CUDA graph")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     parser.add_argument("--batch", type=int, default=1, help="training batch")
+    parser.add_argument("--frames", type=int, default=87, help="synthesis: mel frames")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -162,6 +164,7 @@ def main() -> None:
             args.graph,
             args.precision,
             args.batch,
+            args.frames,
         )
         print(json.dumps(result))
         return
@@ -192,6 +195,8 @@ def main() -> None:
                 args.precision,
                 "--batch",
                 str(args.batch),
+                "--frames",
+                str(args.frames),
                 *(["--graph"] if args.graph else []),
             ]
             out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
