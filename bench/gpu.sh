@@ -87,13 +87,13 @@ step train-bf16 90 python3 bench/audio.py --device cuda --what train --precision
     --batch 8 --repeats 5 --models $models
 step synth-fp16-graph 90 python3 bench/audio.py --device cuda --what synth --graph \
     --dtype fp16 --repeats 5 --models $models
+step image-small-eager 60 python3 bench/image.py --device cuda --repeats 5
+step tarflow-imagenet64-bf16-eager 90 python3 bench/image.py --device cuda --preset imagenet64 \
+    --precision bf16 --batch 16 --repeats 1
 for dtype in fp32 bf16; do
     step "synth-$dtype-eager" 60 python3 bench/audio.py --device cuda --what synth \
         --dtype "$dtype" --repeats 3 --models waveflow-h16-r64 waveglow
 done
-step image-small-eager 60 python3 bench/image.py --device cuda --repeats 5
-step tarflow-imagenet64-bf16-eager 90 python3 bench/image.py --device cuda --preset imagenet64 \
-    --precision bf16 --batch 16 --repeats 1
 
 echo "== failed: ${failed[*]:-none}" | tee -a "$out/log.txt"
 [ ${#failed[@]} = 0 ]
