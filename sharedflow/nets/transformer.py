@@ -119,18 +119,19 @@ class Attention(nn.Module):
         return self._merge(F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale))
 
     def step(self, x: Tensor, cache: tuple[Tensor, Tensor], i: int | Tensor,
-             attn_temp: Tensor | float, maps: StepMaps) -> Tensor:  # fmt: skip
+             attn_temp: Tensor | float, maps: StepMaps, mask: Tensor | None = None
+             ) -> Tensor:  # fmt: skip
         """One token ``(B, 1, C)`` at position ``i``, keys and values written into the cache;
         ``attn_temp`` a float, or one per row ``(B, 1, 1, 1)``. An int ``i`` attends to the
-        cache's first ``i + 1`` positions; a 0-dim tensor ``i`` attends to all ``T`` of them,
-        those after ``i`` masked out, so that no shape depends on ``i`` (a CUDA graph replays
-        the step at every position). ``maps``: the layer's products for the step."""
+        cache's first ``i + 1`` positions; a 0-dim tensor ``i`` attends to all ``T`` of them
+        under ``mask`` (``(1, T)``, true up to ``i``), so that no shape depends on ``i`` (a CUDA
+        graph replays the step at every position). ``maps``: the layer's products for the
+        step."""
         q, k, v = self._split(x, maps.qkv)
         keys, values = cache
         if isinstance(i, Tensor):
             keys.index_copy_(2, i.view(1), k.to(keys.dtype))
             values.index_copy_(2, i.view(1), v.to(values.dtype))
-            mask: Tensor | None = (torch.arange(keys.shape[2], device=keys.device) <= i)[None]
         else:
             keys[:, :, i : i + 1] = k
             values[:, :, i : i + 1] = v
@@ -159,8 +160,9 @@ class Layer(nn.Module):
         return x + self.mlp(self.norm2(x))
 
     def step(self, x: Tensor, cache: tuple[Tensor, Tensor], i: int | Tensor,
-             attn_temp: Tensor | float, maps: StepMaps) -> Tensor:  # fmt: skip
-        x = x + self.attn.step(self.norm1(x), cache, i, attn_temp, maps)
+             attn_temp: Tensor | float, maps: StepMaps, mask: Tensor | None = None
+             ) -> Tensor:  # fmt: skip
+        x = x + self.attn.step(self.norm1(x), cache, i, attn_temp, maps, mask)
         return x + maps.mlp_out(maps.mlp_in(self.norm2(x)))
 
     def step_maps(self, rows: int, packed: bool) -> StepMaps:
@@ -340,8 +342,11 @@ class CausalTransformer(CausalNet):
     def step(self, cache: KVCache, x_i: Tensor, i: int | Tensor) -> Tensor:
         x = x_i if cache.n_branches == 1 else x_i.repeat(cache.n_branches, 1, 1)
         h = self._embed(x, cache.context, cache.step, i)
+        mask = None  # a tensor position attends to the whole cache: positions <= i, once
+        if isinstance(i, Tensor):
+            mask = (torch.arange(cache.n_tokens, device=h.device) <= i)[None]
         for layer, kv, maps in zip(self.layers, cache.layers, cache.maps, strict=True):
-            h = layer.step(h, kv, i, cache.attn_temp, maps)
+            h = layer.step(h, kv, i, cache.attn_temp, maps, mask)
         h = h if self.proj_out is None else self.proj_out(h)
         if cache.n_branches == 1:
             return h
