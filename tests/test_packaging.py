@@ -21,7 +21,12 @@ def test_the_wheel_lists_every_package_and_maps_the_recipes() -> None:
         ".".join(p.parent.relative_to(ROOT).parts)
         for p in (ROOT / "sharedflow").rglob("__init__.py")
     }
-    assert set(setuptools["packages"]) == on_disk | {"sharedflow.configs"}
+    recipe_folders = {
+        ".".join(("sharedflow", "configs", *d.relative_to(ROOT / "recipes").parts))
+        for d in [ROOT / "recipes", *(ROOT / "recipes").rglob("*")]
+        if d.is_dir()
+    }
+    assert set(setuptools["packages"]) == on_disk | recipe_folders
     assert setuptools["package-dir"] == {"sharedflow.configs": "recipes"}
     assert RECIPES_DIR == ROOT / "recipes" and (RECIPES_DIR / "train.yaml").is_file()
     assert not (ROOT / "sharedflow" / "recipes").exists()  # the module has no folder namesake
