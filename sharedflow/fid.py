@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import linalg
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -41,11 +40,18 @@ def _features(extractor: nn.Module, images: Tensor, batch: int = 64) -> np.ndarr
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """FID between two feature sets ``(N, F)``."""
+    """FID between two feature sets ``(N, F)``.
+
+    ``S_1 S_2`` is similar to the symmetric ``M = S_1^(1/2) S_2 S_1^(1/2)``, so
+    ``tr (S_1 S_2)^(1/2) = sum_i sqrt(lambda_i(M))``: two symmetric eigendecompositions, real
+    throughout, with rounding's tiny negative eigenvalues clipped to 0.
+    """
     mu_a, mu_b = a.mean(0), b.mean(0)
-    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    root, _ = linalg.sqrtm(cov_a @ cov_b, disp=False)
-    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * root.real))
+    cov_a, cov_b = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
+    values, vectors = np.linalg.eigh(cov_a)
+    root_a = (vectors * np.sqrt(values.clip(min=0))) @ vectors.T
+    cross = np.sqrt(np.linalg.eigvalsh(root_a @ cov_b @ root_a).clip(min=0)).sum()
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * cross)
 
 
 def sample_fid(

@@ -138,9 +138,22 @@ def test_frechet_distance_is_zero_for_equal_sets_and_grows_with_shift() -> None:
 
     from sharedflow.fid import frechet_distance
 
-    a = np.random.default_rng(0).standard_normal((500, 4))
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((500, 4))
     assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
     assert frechet_distance(a, a + 1.0) == pytest.approx(4.0, rel=1e-6)
+    # Covariances that do not commute, in 2-D, where a PSD-similar M has
+    # tr M^(1/2) = sqrt(tr M + 2 sqrt(det M)).
+    x = rng.standard_normal((400, 2)) @ np.array([[2.0, 0.0], [1.5, 0.5]])
+    y = rng.standard_normal((300, 2)) @ np.array([[0.3, -1.0], [1.0, 1.0]]) + [1.0, -2.0]
+    cov_x, cov_y = np.cov(x, rowvar=False), np.cov(y, rowvar=False)
+    m = cov_x @ cov_y
+    known = (
+        ((x.mean(0) - y.mean(0)) ** 2).sum()
+        + np.trace(cov_x + cov_y)
+        - 2 * np.sqrt(np.trace(m) + 2 * np.sqrt(np.linalg.det(m)))
+    )
+    assert frechet_distance(x, y) == pytest.approx(known, rel=1e-9)
 
 
 @pytest.mark.parametrize(
