@@ -120,6 +120,7 @@ def test_a_waveflow_with_the_source_mean_models_the_audio_minus_the_estimate() -
     context = next(m for m in model.modules() if isinstance(m, SourceUpsampler))
     inner = slice(300, -300)
 
+    @torch.no_grad()
     def match(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
         r = torch.corrcoef(torch.stack([a[inner], b[inner]]))[0, 1]
         return float(r), float(a[inner].square().mean().sqrt() / b[inner].square().mean().sqrt())
