@@ -133,7 +133,7 @@ def test_fid_runs_with_local_weights_and_explains_when_they_are_missing(
     assert "needs Inception weights" in capsys.readouterr().err
 
 
-def test_frechet_distance_is_zero_for_equal_sets_and_grows_with_shift() -> None:
+def test_frechet_distance_matches_its_closed_forms() -> None:
     import numpy as np
 
     from sharedflow.fid import frechet_distance
