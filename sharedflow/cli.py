@@ -221,7 +221,7 @@ def _synthesize(args: argparse.Namespace) -> int:
     if len(set(stems)) < len(stems):
         raise CommandError(f"inputs share a file name, so their outputs would collide: {stems}")
     # Every input is read before anything is synthesised: a bad one costs no work.
-    inputs = [(path, read_mel_input(Path(path), model)) for path in args.inputs]
+    inputs = [(path, read_mel_input(Path(path), model, args.resample)) for path in args.inputs]
     noise = _read_noise(args.noise, inputs) if args.noise else None
     from sharedflow.precision import TORCH_DTYPES
 
@@ -544,6 +544,11 @@ def _parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="fold weight norm and flow embeddings first (default on)",
+    )
+    synth.add_argument(
+        "--resample",
+        action="store_true",
+        help="convert a wav at another sample rate to the model's (librosa), not refuse it",
     )
     precision_option(synth, "the flow's precision")
     synth.add_argument(

@@ -182,6 +182,14 @@ def test_synthesize_refuses_bad_inputs(
     args = [str(run_dir), str(tmp_path / "good.npy"), str(tmp_path / "sub" / "good.npy")]
     assert main(["synthesize", *args, "--out", str(tmp_path / "o")]) == 2
     assert "outputs would collide" in capsys.readouterr().err
+    # The refusal names the flag that converts, and the flag does: half a second at 16 kHz
+    # comes out as half a second at the model's rate.
+    args = [str(run_dir), str(tmp_path / "slow.wav"), "--out", str(tmp_path / "o")]
+    assert main(["synthesize", *args]) == 2
+    assert "--resample for synthesize" in capsys.readouterr().err
+    assert main(["synthesize", *args, "--resample"]) == 0
+    audio, rate = sf.read(tmp_path / "o" / "slow.wav")
+    assert rate == 22050 and len(audio) == pytest.approx(0.5 * 22050, abs=256)
 
 
 def test_resynthesis_metrics_order_distortions() -> None:

@@ -17,14 +17,17 @@ from sharedflow.tensorfile import load_tensors
 __all__ = ["read_mel_input", "write_wav"]
 
 
-def read_mel_input(path: Path, vocoder: nn.Module) -> list[tuple[torch.Tensor, int]]:
+def read_mel_input(
+    path: Path, vocoder: nn.Module, resample: bool = False
+) -> list[tuple[torch.Tensor, int]]:
     """``(mel (n_mels, F), length)`` pairs from a wav (its mel and its length ``T``) or a
     ``.npy``/``.pt`` of ``(n_mels, F)`` or ``(B, n_mels, F)`` (Tacotron 2's layout; length
     ``hop F``; a pitched mel may leave out its phase rows, which synthesis does not read).
     A ``.npz`` holds the array as ``mel`` and may record the front end's settings
     (``sample_rate``, ``n_fft``, ``hop_length``, ``win_length``, ``n_mels``, ``f_min``,
     ``f_max``); one that differs from the model's is an error naming both. Non-finite values
-    are an error naming the file. The mels are on the vocoder's device."""
+    are an error naming the file; so is a wav at another sample rate than the model's, unless
+    ``resample`` converts it (librosa). The mels are on the vocoder's device."""
     if not path.is_file():
         raise FileNotFoundError(f"no such input: {path}")
     suffix = path.suffix.lower()
@@ -48,7 +51,7 @@ def read_mel_input(path: Path, vocoder: nn.Module) -> list[tuple[torch.Tensor, i
             raise ValueError(f"{path}: the mel holds NaN or infinite values")
         mel = vocoder.mel.for_synthesis(mel.to(device))
         return [(m, vocoder.hop_length * m.shape[-1]) for m in mel]
-    audio = torch.from_numpy(load_audio(path, vocoder.sample_rate))
+    audio = torch.from_numpy(load_audio(path, vocoder.sample_rate, resample))
     if not torch.isfinite(audio).all():
         raise ValueError(f"{path}: the audio holds NaN or infinite samples")
     if len(audio) < vocoder.mel.n_fft:

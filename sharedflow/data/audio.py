@@ -81,7 +81,8 @@ def _check(path: Path, sample_rate: int, resample: bool) -> None:
     if info.samplerate != sample_rate and not resample:
         raise AudioError(
             f"{path}: sample rate {info.samplerate} Hz, but the model expects {sample_rate} Hz "
-            "(pass resample=true to convert)"
+            "(to convert it: data.resample=true for train, compare and evaluate; --resample for "
+            "synthesize)"
         )
 
 
