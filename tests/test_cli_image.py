@@ -80,9 +80,19 @@ def test_sample_with_jacobi_reports_iterations(
     assert "Jacobi iterations per block" in capsys.readouterr().out
 
 
-def test_evaluate_reports_bits_per_dim(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_evaluate_reports_bits_per_dim(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["evaluate", str(run_dir), "--json"]) == 0
     assert 0 < json.loads(capsys.readouterr().out)["bpd"] < 9
+    # A held-out path for a model trained on built-in data is read, and named, as a folder.
+    (tmp_path / "a").mkdir()
+    for i in range(2):
+        Image.new("RGB", (40, 30), (90 * i, 50, 200)).save(tmp_path / "a" / f"{i}.png")
+    assert main(["evaluate", str(run_dir), f"source={tmp_path}", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["scored"].endswith(
+        f"2 images of {tmp_path} (folder)"
+    )
 
 
 def test_sample_bad_inputs(

@@ -68,6 +68,7 @@ def held_out(data: dict[str, Any], source: str) -> HeldOut:
         if path.suffix == ".npy":
             raise ValueError(f"{path}: a .npy array, but data.format is {image_format!r}")
         images = ImageFolder(path, size, channels)
+        image_format = "folder"  # a built-in recipe's held-out path is read as a folder
     elif image_format == "npy":
         images = ImageArrays(*load_npy(path), size, channels, str(path))
     elif image_format == "cifar10":
