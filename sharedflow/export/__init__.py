@@ -84,10 +84,12 @@ def build_graph(
     if denoise and graph != "synthesize":
         raise ExportError("--denoise is for vocoder synthesis")
     batch = torch.export.Dim("batch", min=1)
+    # An autoregressive inverse (WaveFlow's rows, TarFlow's tokens) is one scan in the graph,
+    # not a copy of its step per position.
+    for layer in model.modules():
+        if isinstance(layer, AffineAutoregressive):
+            layer.scan = True
     if graph == "synthesize":
-        for layer in model.modules():  # WaveFlow's row loop: one scan, not h copies of a row
-            if isinstance(layer, AffineAutoregressive):
-                layer.scan = True
         denoiser = Denoiser(model) if denoise else None
         # The denoiser's STFT pads by reflection, which needs more than n_fft / 2 samples.
         fewest = model.mel.n_fft // 2 // model.hop_length + 2 if denoise else 2

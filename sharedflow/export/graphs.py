@@ -6,7 +6,7 @@
   per-layer ring caches), WaveGlow's couplings. An optional ``Denoiser`` follows.
 - ``ImageSampling``: ``noise (B, C, H, W)`` (and ``labels (B,)`` for a class-conditional
   model) to ``images (B, C, H, W)`` uint8: Glow's inverse, or TarFlow's KV-cache loop (one
-  step per token and block).
+  scan over the tokens per block).
 - ``BitsPerDim`` (image flows): continuous ``x (B, C, H, W)`` in the model's data range
   (already dequantised), and for a class-conditional model ``labels (B,)`` (int64; -1 for
   none), to bits per dim ``(B,)``.

@@ -119,14 +119,14 @@ class Attention(nn.Module):
         return self._merge(F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale))
 
     def step(self, x: Tensor, cache: tuple[Tensor, Tensor], i: int | Tensor,
-             attn_temp: Tensor | float, maps: StepMaps, mask: Tensor | None = None
+             attn_temp: Tensor | None, maps: StepMaps, mask: Tensor | None = None
              ) -> Tensor:  # fmt: skip
         """One token ``(B, 1, C)`` at position ``i``, keys and values written into the cache;
-        ``attn_temp`` a float, or one per row ``(B, 1, 1, 1)``. An int ``i`` attends to the
-        cache's first ``i + 1`` positions; a 0-dim tensor ``i`` attends to all ``T`` of them
-        under ``mask`` (``(1, T)``, true up to ``i``), so that no shape depends on ``i`` (a CUDA
-        graph replays the step at every position). ``maps``: the layer's products for the
-        step."""
+        ``attn_temp`` None (1 for every row), or one per row ``(B, 1, 1, 1)``. An int ``i``
+        attends to the cache's first ``i + 1`` positions; a 0-dim tensor ``i`` attends to all
+        ``T`` of them under ``mask`` (``(1, T)``, true up to ``i``), so that no shape depends on
+        ``i`` (a CUDA graph replays the step at every position). ``maps``: the layer's products
+        for the step."""
         q, k, v = self._split(x, maps.qkv)
         keys, values = cache
         if isinstance(i, Tensor):
@@ -136,11 +136,27 @@ class Attention(nn.Module):
             keys[:, :, i : i + 1] = k
             values[:, :, i : i + 1] = v
             keys, values, mask = keys[:, :, : i + 1], values[:, :, : i + 1], None
-        if isinstance(attn_temp, Tensor):  # rows of their own temperatures: scale the queries
-            q, attn_temp = q / attn_temp, 1.0
-        scale = HEAD_DIM**-0.5 / attn_temp
+        return self._attend(q, keys, values, attn_temp, mask, maps.proj)
+
+    def scan_step(self, x: Tensor, cache: tuple[Tensor, Tensor], i: Tensor,
+                  attn_temp: Tensor | None, maps: StepMaps, mask: Tensor
+                  ) -> tuple[Tensor, tuple[Tensor, Tensor]]:  # fmt: skip
+        """``step`` at a tensor position without mutation: the output and the cache with
+        position ``i``'s keys and values written, ``(nB, heads, T, 64)`` each."""
+        q, k, v = self._split(x, maps.qkv)
+        keys, values = (
+            old.index_copy(2, i.view(1), new.to(old.dtype))
+            for old, new in zip(cache, (k, v), strict=True)
+        )
+        return self._attend(q, keys, values, attn_temp, mask, maps.proj), (keys, values)
+
+    def _attend(self, q: Tensor, keys: Tensor, values: Tensor, attn_temp: Tensor | None,
+                mask: Tensor | None, proj: Map) -> Tensor:  # fmt: skip
+        if attn_temp is not None:  # rows of their own temperatures: scale the queries
+            q = q / attn_temp
+        scale = HEAD_DIM**-0.5
         out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=scale)
-        return self._merge(out, maps.proj)
+        return self._merge(out, proj)
 
 
 class Layer(nn.Module):
@@ -160,10 +176,18 @@ class Layer(nn.Module):
         return x + self.mlp(self.norm2(x))
 
     def step(self, x: Tensor, cache: tuple[Tensor, Tensor], i: int | Tensor,
-             attn_temp: Tensor | float, maps: StepMaps, mask: Tensor | None = None
+             attn_temp: Tensor | None, maps: StepMaps, mask: Tensor | None = None
              ) -> Tensor:  # fmt: skip
         x = x + self.attn.step(self.norm1(x), cache, i, attn_temp, maps, mask)
         return x + maps.mlp_out(maps.mlp_in(self.norm2(x)))
+
+    def scan_step(self, x: Tensor, cache: tuple[Tensor, Tensor], i: Tensor,
+                  attn_temp: Tensor | None, maps: StepMaps, mask: Tensor
+                  ) -> tuple[Tensor, tuple[Tensor, Tensor]]:  # fmt: skip
+        """``step`` without mutation (``Attention.scan_step``): the output and the new cache."""
+        attended, cache = self.attn.scan_step(self.norm1(x), cache, i, attn_temp, maps, mask)
+        x = x + attended
+        return x + maps.mlp_out(maps.mlp_in(self.norm2(x))), cache
 
     def step_maps(self, rows: int, packed: bool) -> StepMaps:
         """The four products of a token step: the modules themselves, or (``packed``) their
@@ -204,7 +228,7 @@ class KVCache:
     layers: list[tuple[Tensor, Tensor]]
     maps: list[StepMaps]  # each layer's products, packed for oneDNN where ``packable``
     context: Tensor  # (nB, 1, C): each row's class term, added to every token
-    attn_temp: Tensor | float  # one for every row, or (nB, 1, 1, 1)
+    attn_temp: Tensor | None  # one per row (nB, 1, 1, 1); None: 1 for every row
     n_branches: int
     guidance: Guidance | None
     n_tokens: int
@@ -328,7 +352,7 @@ class CausalTransformer(CausalNet):
             contexts.append(self.class_term(None, b, like))
             temps.append(guidance.attn_temp)
         rows = b * len(contexts)
-        attn_temp: Tensor | float = temps[0]
+        attn_temp = None  # no tensor in the step for the common case, every row at 1
         if len(set(temps)) > 1:
             attn_temp = torch.tensor(temps, dtype=x.dtype, device=x.device)
             attn_temp = attn_temp.repeat_interleave(b).view(rows, 1, 1, 1)
@@ -340,13 +364,46 @@ class CausalTransformer(CausalNet):
         return KVCache(layers, maps, context, attn_temp, len(contexts), guidance, t, step)
 
     def step(self, cache: KVCache, x_i: Tensor, i: int | Tensor) -> Tensor:
-        x = x_i if cache.n_branches == 1 else x_i.repeat(cache.n_branches, 1, 1)
-        h = self._embed(x, cache.context, cache.step, i)
-        mask = None  # a tensor position attends to the whole cache: positions <= i, once
-        if isinstance(i, Tensor):
-            mask = (torch.arange(cache.n_tokens, device=h.device) <= i)[None]
+        h, mask = self._step_in(cache, x_i, i)
         for layer, kv, maps in zip(self.layers, cache.layers, cache.maps, strict=True):
             h = layer.step(h, kv, i, cache.attn_temp, maps, mask)
+        return self._step_out(cache, h, i)
+
+    def scan_init(self, cache: KVCache) -> tuple[list[Tensor], list[Tensor]]:
+        """The token loop as a scan (how ``AffineAutoregressive`` exports it): ``(state,
+        inputs)``. The state is every layer's keys and values, ``(nB, heads, T, 64)`` each,
+        zeros at first; the per-position input is the position itself, ``(T,)``."""
+        state = [tensor for kv in cache.layers for tensor in kv]
+        return state, [torch.arange(cache.n_tokens, device=cache.context.device)]
+
+    def scan_step(
+        self, cache: KVCache, state: list[Tensor], inputs: list[Tensor], x_i: Tensor
+    ) -> tuple[Tensor, list[Tensor]]:
+        """``step`` at the position ``inputs[0]`` without mutation: the output ``(B, 1, n_out)``
+        from the token ``x_i (B, 1, D)``, and the keys and values with that position's
+        written."""
+        i = inputs[0]
+        h, mask = self._step_in(cache, x_i, i)
+        written: list[Tensor] = []
+        pairs = zip(state[::2], state[1::2], strict=True)
+        for layer, kv, maps in zip(self.layers, pairs, cache.maps, strict=True):
+            h, kv = layer.scan_step(h, kv, i, cache.attn_temp, maps, mask)
+            written += kv
+        return self._step_out(cache, h, i), written
+
+    def _step_in(
+        self, cache: KVCache, x_i: Tensor, i: int | Tensor
+    ) -> tuple[Tensor, Tensor | None]:
+        """The token ``(B, 1, D)`` into the residual stream of every branch, and the mask of a
+        tensor position, which attends to the whole cache: positions ``<= i``."""
+        x = x_i if cache.n_branches == 1 else x_i.repeat(cache.n_branches, 1, 1)
+        h = self._embed(x, cache.context, cache.step, i)
+        if not isinstance(i, Tensor):
+            return h, None
+        return h, (torch.arange(cache.n_tokens, device=h.device) <= i)[None]
+
+    def _step_out(self, cache: KVCache, h: Tensor, i: int | Tensor) -> Tensor:
+        """The residual stream out: ``proj_out``, and the branches mixed under guidance."""
         h = h if self.proj_out is None else self.proj_out(h)
         if cache.n_branches == 1:
             return h
