@@ -239,7 +239,11 @@ def compare(
     (a finished run is reused as it is). Runs train with one thread each
     (``trainer.threads=1`` unless overridden), ``jobs`` at a time, each in a process of its
     own (default: as many as the cores allow; 1: one after another, in this process); the
-    figures do not depend on ``jobs``."""
+    figures do not depend on ``jobs``. A held-out path in ``data`` that does not exist is an
+    error before anything is trained."""
+    missing = [s for s in data or [] if s != OWN and not Path(s).expanduser().exists()]
+    if missing:
+        raise FileNotFoundError(f"no such held-out data: {', '.join(missing)}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     entries = [Entry(name) for name in names]

@@ -99,6 +99,10 @@ def _cases(f: dict[str, Path]) -> list[tuple[list[str], str]]:
         (["params", "audio/no-such"], "unknown recipe"),
         (["convert", "waveglow", str(r / "short.wav"), str(r / "conv")], "short.wav"),
         (["compare", "micro", "--out", str(r / "cmp"), "--seeds", "0"], "--seeds"),
+        (
+            ["compare", "micro", "--out", str(r / "cmp"), "--data", str(r / "missing")],
+            "no such held-out data",
+        ),
     ]
 
 
