@@ -40,6 +40,7 @@ import torch
 from sharedflow.api import HeldOut, held_out_set, load_model, parameter_report
 from sharedflow.checkpoint import resolve_checkpoint, run_directory
 from sharedflow.core.metrics import Metric
+from sharedflow.data.held_out import held_out_path
 from sharedflow.errors import first_line
 from sharedflow.evaluate import evaluate
 from sharedflow.recipes import RecipeError, list_recipes
@@ -241,9 +242,9 @@ def compare(
     own (default: as many as the cores allow; 1: one after another, in this process); the
     figures do not depend on ``jobs``. A held-out path in ``data`` that does not exist is an
     error before anything is trained."""
-    missing = [s for s in data or [] if s != OWN and not Path(s).expanduser().exists()]
-    if missing:
-        raise FileNotFoundError(f"no such held-out data: {', '.join(missing)}")
+    for source in data or []:
+        if source != OWN:
+            held_out_path(source)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     entries = [Entry(name) for name in names]

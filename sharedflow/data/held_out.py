@@ -23,7 +23,7 @@ from sharedflow.data.images import (
     load_npy,
 )
 
-__all__ = ["LJSPEECH_TEST_CLIPS", "HeldOut", "held_out"]
+__all__ = ["LJSPEECH_TEST_CLIPS", "HeldOut", "held_out", "held_out_path"]
 
 LJSPEECH_TEST_CLIPS = 1310
 
@@ -42,12 +42,18 @@ def _is_ljspeech(root: Path) -> bool:
     return (root / "metadata.csv").is_file() and (root / "wavs").is_dir()
 
 
-def held_out(data: dict[str, Any], source: str) -> HeldOut:
-    """The items of ``source`` to score, read with the settings of a run's ``data`` node
-    (sample rate, image size, format); ``data.format`` may be overridden for images."""
+def held_out_path(source: str) -> Path:
+    """``source`` as a path; one that does not exist is an error naming it."""
     path = Path(source).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"no such held-out data: {path}")
+    return path
+
+
+def held_out(data: dict[str, Any], source: str) -> HeldOut:
+    """The items of ``source`` to score, read with the settings of a run's ``data`` node
+    (sample rate, image size, format); ``data.format`` may be overridden for images."""
+    path = held_out_path(source)
     if "sample_rate" in data:
         common = {
             "sample_rate": data["sample_rate"],
